@@ -1,0 +1,142 @@
+"""Header rewriting between client and pod: pure functions over ``list[tuple[bytes, bytes]]``.
+
+Headers travel as lower-case byte pairs in HTTP/2 order (pseudo-headers first), whichever protocol they
+arrived on. HTTP/1.1 requests are mapped to that shape at ingress so one code path forwards everything.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+Header = tuple[bytes, bytes]
+HeaderList = list[Header]
+
+# RFC 9110 §7.6.1 connection-specific fields, plus the HTTP/2 ones RFC 9113 §8.2.2 forbids. "te" is handled
+# apart: RFC 9113 allows exactly "te: trailers" (gRPC needs it end to end).
+HOP_BY_HOP: frozenset[bytes] = frozenset(
+    {
+        b"connection",
+        b"keep-alive",
+        b"proxy-connection",
+        b"transfer-encoding",
+        b"upgrade",
+        b"http2-settings",
+        b"proxy-authenticate",
+        b"proxy-authorization",
+    }
+)
+_DROP_REQUEST = HOP_BY_HOP | {b"host", b"x-forwarded-proto", b"x-forwarded-host"}
+_DROP_RESPONSE = HOP_BY_HOP | {b"te"}
+
+GRPC_CONTENT_TYPE = b"application/grpc"
+
+
+def header_list_size(headers: Iterable[Header]) -> int:
+    """Size as SETTINGS_MAX_HEADER_LIST_SIZE counts it: name + value + 32 per field (RFC 9113 §6.5.2)."""
+    return sum(len(n) + len(v) + 32 for n, v in headers)
+
+
+def is_grpc(content_type: bytes | None) -> bool:
+    """True for ``application/grpc`` and its ``+proto``/``+json`` variants."""
+    return content_type is not None and content_type.startswith(GRPC_CONTENT_TYPE)
+
+
+def _connection_tokens(headers: Iterable[Header]) -> frozenset[bytes]:
+    # Fields named in Connection are hop-by-hop too (RFC 9110 §7.6.1).
+    tokens: set[bytes] = set()
+    for name, value in headers:
+        if name == b"connection":
+            tokens.update(t.strip().lower() for t in value.split(b","))
+    return frozenset(tokens)
+
+
+def forward_request(
+    headers: Iterable[Header],
+    *,
+    client_ip: bytes,
+    scheme: bytes,
+    authority: bytes,
+) -> HeaderList:
+    """Headers to send to a pod for a client request.
+
+    Drops hop-by-hop fields (keeping ``te: trailers``), keeps ``:authority``, appends the client to
+    ``X-Forwarded-For`` and ``Forwarded`` (RFC 7239) and sets ``X-Forwarded-Proto`` to the client's scheme.
+    The result always starts with the four request pseudo-headers in HTTP/2 order.
+    """
+    out: HeaderList = []
+    pseudo: HeaderList = []
+    xff: bytes | None = None
+    forwarded: bytes | None = None
+    extra = _connection_tokens(headers)
+    drop = _DROP_REQUEST | extra if extra else _DROP_REQUEST
+    for name, value in headers:
+        if name[:1] == b":":
+            if name != b":authority":
+                pseudo.append((name, value))
+        elif name in drop:
+            continue
+        elif name == b"te":
+            if b"trailers" in value.lower():
+                out.append((b"te", b"trailers"))
+        elif name == b"x-forwarded-for":
+            xff = value if xff is None else xff + b", " + value
+        elif name == b"forwarded":
+            forwarded = value if forwarded is None else forwarded + b", " + value
+        else:
+            out.append((name, value))
+    pseudo.append((b":authority", authority))
+    # RFC 7239 §6: an IPv6 node and a host with a port are not tokens, so they are quoted.
+    node = b'"[' + client_ip + b']"' if b":" in client_ip else client_ip
+    this_hop = b"for=" + node + b";proto=" + scheme + b';host="' + authority + b'"'
+    out.append((b"x-forwarded-for", client_ip if xff is None else xff + b", " + client_ip))
+    out.append((b"x-forwarded-proto", scheme))
+    out.append((b"forwarded", this_hop if forwarded is None else forwarded + b", " + this_hop))
+    pseudo.extend(out)
+    return pseudo
+
+
+def forward_response(headers: Iterable[Header]) -> HeaderList:
+    """Response headers (or trailers) from a pod, minus hop-by-hop fields."""
+    extra = _connection_tokens(headers)
+    drop = _DROP_RESPONSE | extra if extra else _DROP_RESPONSE
+    return [(n, v) for n, v in headers if n not in drop]
+
+
+def error_response(
+    status: int, message: str, *, grpc_status: int | None, retry_after: float | None = None
+) -> tuple[HeaderList, bytes]:
+    """Headers and body for an error the activator itself answers.
+
+    gRPC calls get a trailers-only response (HTTP 200 with ``grpc-status``/``grpc-message`` in the
+    header block and no body), the shape gRPC clients decode into a status (gRPC over HTTP/2 spec).
+    """
+    if grpc_status is not None:
+        return (
+            [
+                (b":status", b"200"),
+                (b"content-type", GRPC_CONTENT_TYPE),
+                (b"grpc-status", str(grpc_status).encode()),
+                (b"grpc-message", _grpc_percent_encode(message)),
+            ],
+            b"",
+        )
+    body = (message + "\n").encode()
+    headers: HeaderList = [
+        (b":status", str(status).encode()),
+        (b"content-type", b"text/plain; charset=utf-8"),
+        (b"content-length", str(len(body)).encode()),
+    ]
+    if retry_after is not None:
+        headers.append((b"retry-after", str(max(1, round(retry_after))).encode()))
+    return headers, body
+
+
+def _grpc_percent_encode(message: str) -> bytes:
+    # grpc-message is percent-encoded UTF-8 for bytes outside 0x20-0x7E and "%" (gRPC HTTP/2 protocol doc).
+    out = bytearray()
+    for b in message.encode():
+        if 0x20 <= b <= 0x7E and b != 0x25:
+            out.append(b)
+        else:
+            out += b"%%%02X" % b
+    return bytes(out)

@@ -1,0 +1,168 @@
+"""Composition root: builds the services from the configuration, opens the listeners, runs until a
+signal, then stops in order: stop accepting, tell clients to go away, drain in-flight work with a
+deadline, close what is left.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+import ssl
+from collections.abc import Callable, Iterable
+
+from activator.config import Config, ServiceConfig, parse_hostport
+from activator.core.routing import HostRouter
+from activator.io.ingress import IngressProtocol, IngressSettings, Router
+from activator.io.readiness import ReadinessProber
+from activator.io.service import ServiceRuntime
+from activator.io.upstream import UpstreamSettings
+
+log = logging.getLogger("activator")
+
+
+def upstream_settings(service: ServiceConfig) -> UpstreamSettings:
+    """How to reach a service's pods."""
+    ssl_context = None
+    if service.upstream == "https":
+        # Pods present cluster-internal certificates; the transport is encrypted, the pod's identity
+        # comes from discovery (as with Knative's activator to queue-proxy hop).
+        ssl_context = ssl.create_default_context()
+        ssl_context.check_hostname = False
+        ssl_context.verify_mode = ssl.CERT_NONE
+        ssl_context.set_alpn_protocols(["h2", "http/1.1"])
+    return UpstreamSettings(protocol=service.upstream, ssl_context=ssl_context)
+
+
+class Activator:
+    """The running activator: services, listeners, readiness and admin."""
+
+    def __init__(self, config: Config, *, drain_timeout: float = 30.0) -> None:
+        self.config = config
+        self.drain_timeout = drain_timeout
+        self.services: dict[str, ServiceRuntime] = {}
+        self.prober = ReadinessProber()
+        self.connections: set[IngressProtocol] = set()
+        self.draining = False
+        self._servers: list[asyncio.base_events.Server] = []
+        self._admin: object | None = None
+        self._stopped = asyncio.Event()
+        self.listen_port = 0
+        self.tls_port = 0
+        self.admin_port = 0
+
+    # -- lifecycle ---------------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        loop = asyncio.get_running_loop()
+        config = self.config
+        limits = config.limits
+        for service_config in config.services:
+            runtime = ServiceRuntime(
+                service_config,
+                upstream_settings(service_config),
+                replay_limit=limits.replay_buffer,
+                max_replays=limits.max_replays,
+                loop=loop,
+            )
+            runtime.on_pod_failed = self._make_pod_failed(runtime)
+            self.services[service_config.name] = runtime
+            self.set_endpoints(runtime.name, service_config.endpoints)
+        host_router: HostRouter[ServiceRuntime] = HostRouter(
+            (self.services[s.name].config.hosts, self.services[s.name]) for s in config.services
+        )
+        self.router = Router(host_router.match)
+        settings = IngressSettings(
+            max_concurrent_streams=limits.max_concurrent_streams,
+            max_header_bytes=limits.max_header_bytes,
+        )
+        host, port = parse_hostport(config.listen)
+        server = await loop.create_server(
+            lambda: IngressProtocol(self.router, settings, loop, False, self.connections),
+            host,
+            port,
+            backlog=1024,
+            reuse_port=True,
+        )
+        self._servers.append(server)
+        self.listen_port = server.sockets[0].getsockname()[1]
+        if config.tls is not None:
+            ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+            ctx.load_cert_chain(config.tls.cert, config.tls.key)
+            ctx.set_alpn_protocols(["h2", "http/1.1"])
+            tls_host, tls_port = parse_hostport(config.tls.listen)
+            tls_server = await loop.create_server(
+                lambda: IngressProtocol(self.router, settings, loop, True, self.connections),
+                tls_host,
+                tls_port,
+                ssl=ctx,
+                backlog=1024,
+                reuse_port=True,
+            )
+            self._servers.append(tls_server)
+            self.tls_port = tls_server.sockets[0].getsockname()[1]
+        from activator.io.admin import AdminServer
+
+        admin = AdminServer(self)
+        self._admin = admin
+        self.admin_port = await admin.start(config.admin)
+        log.info(
+            "activator listening on %s (admin %s), services: %s",
+            config.listen,
+            config.admin,
+            ", ".join(self.services) or "none",
+        )
+
+    def _make_pod_failed(self, runtime: ServiceRuntime) -> Callable[[str], None]:
+        def pod_failed(address: str) -> None:
+            self.prober.watch(runtime, address)
+
+        return pod_failed
+
+    def set_endpoints(self, service_name: str, addresses: Iterable[str]) -> None:
+        """Replace a service's pod set. With a probe, new pods wait for it; without, they are ready."""
+        runtime = self.services[service_name]
+        addresses = list(addresses)
+        before = set(runtime.throttle.pods)
+        probed = runtime.config.probe is not None
+        runtime.set_endpoints(addresses, ready=not probed)
+        if probed:
+            for address in addresses:
+                if address not in before:
+                    self.prober.watch(runtime, address)
+        for address in before - set(addresses):
+            self.prober.forget(runtime, address)
+
+    async def run(self) -> None:
+        """Serve until SIGTERM/SIGINT, then stop gracefully."""
+        loop = asyncio.get_running_loop()
+        stop = asyncio.Event()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        await self.start()
+        await stop.wait()
+        log.info("signal received: draining (up to %.0fs)", self.drain_timeout)
+        await self.stop()
+
+    async def stop(self) -> None:
+        self.draining = True
+        for server in self._servers:
+            server.close()
+        for conn in list(self.connections):
+            conn.shutdown()
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.drain_timeout
+        while loop.time() < deadline and any(c.busy for c in self.connections):
+            await asyncio.sleep(0.05)
+        for runtime in self.services.values():
+            runtime.close()
+        for conn in list(self.connections):
+            if conn.transport is not None:
+                conn.transport.abort()
+        await self.prober.close()
+        if self._admin is not None:
+            from activator.io.admin import AdminServer
+
+            assert isinstance(self._admin, AdminServer)
+            await self._admin.stop()
+        self._stopped.set()

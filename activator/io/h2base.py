@@ -1,0 +1,156 @@
+"""What both HTTP/2 sides share: one h2 state machine per connection, one coalesced write path, and body
+sending that respects the peer's flow-control windows and our own transport's backpressure.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import deque
+from typing import TYPE_CHECKING
+
+import h2.connection
+import h2.exceptions
+
+if TYPE_CHECKING:
+    from activator.core.headers import HeaderList
+    from activator.io.exchange import Exchange
+
+# One queued piece: (exchange, body bytes or a trailer block, flow-control bytes to acknowledge once
+# sent, end_stream).
+_Piece = tuple["Exchange", "bytes | HeaderList", int, bool]
+
+
+class H2Endpoint:
+    """Base for an HTTP/2 connection of ours (to a client or to a pod)."""
+
+    conn: h2.connection.H2Connection
+    transport: asyncio.Transport | None
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.loop = loop
+        self.transport = None
+        self._flush_scheduled = False
+        self._write_paused = False
+        # Stream id -> body pieces waiting for window or for the transport to drain (order kept).
+        self._blocked: dict[int, deque[_Piece]] = {}
+
+    # -- writing -----------------------------------------------------------------------------------
+
+    def flush(self) -> None:
+        """Write everything h2 has queued, in one ``transport.write``."""
+        self._flush_scheduled = False
+        data = self.conn.data_to_send()
+        if data and self.transport is not None:
+            self.transport.write(data)
+
+    def schedule_flush(self) -> None:
+        """Coalesce output produced from another connection's callbacks into one write per loop turn."""
+        if not self._flush_scheduled:
+            self._flush_scheduled = True
+            self.loop.call_soon(self.flush)
+
+    def pause_writing(self) -> None:
+        self._write_paused = True
+
+    def resume_writing(self) -> None:
+        self._write_paused = False
+        self.unblock(0)
+        self.schedule_flush()
+
+    # -- bodies ------------------------------------------------------------------------------------
+
+    def on_sent(self, ex: Exchange, ack_len: int) -> None:
+        """A body piece for ``ex`` left through h2: acknowledge it to the other side."""
+        raise NotImplementedError
+
+    def send_body(
+        self, stream_id: int, ex: Exchange, data: bytes, ack_len: int, end_stream: bool
+    ) -> None:
+        """Send ``data`` on ``stream_id`` as the windows allow; queue the rest in order."""
+        queue = self._blocked.get(stream_id)
+        if queue is not None:
+            queue.append((ex, data, ack_len, end_stream))
+            return
+        if self._write_paused and data:
+            self._blocked[stream_id] = deque(((ex, data, ack_len, end_stream),))
+            return
+        rest = self._send_some(stream_id, ex, data, ack_len, end_stream)
+        if rest is not None:
+            self._blocked[stream_id] = deque((rest,))
+        self.schedule_flush()
+
+    def send_trailer_block(self, stream_id: int, ex: Exchange, trailers: HeaderList) -> None:
+        """Send trailers (END_STREAM) after any body still queued on the stream."""
+        queue = self._blocked.get(stream_id)
+        if queue is not None:
+            queue.append((ex, trailers, 0, True))
+            return
+        self.conn.send_headers(stream_id, trailers, end_stream=True)
+        self.schedule_flush()
+
+    def _send_some(
+        self, stream_id: int, ex: Exchange, data: bytes | HeaderList, ack_len: int, end_stream: bool
+    ) -> _Piece | None:
+        conn = self.conn
+        if type(data) is list:
+            conn.send_headers(stream_id, data, end_stream=True)
+            return None
+        assert isinstance(data, bytes)
+        size = len(data)
+        if size == 0:
+            if end_stream:
+                conn.end_stream(stream_id)
+            self.on_sent(ex, ack_len)
+            return None
+        window = conn.local_flow_control_window(stream_id)
+        max_frame = conn.max_outbound_frame_size
+        if size <= window and size <= max_frame:  # the common case: one frame, window open
+            conn.send_data(stream_id, data, end_stream=end_stream)
+            self.on_sent(ex, ack_len)
+            return None
+        offset = 0
+        while offset < size and window > 0:
+            n = min(window, max_frame, size - offset)
+            last = offset + n == size
+            conn.send_data(stream_id, data[offset : offset + n], end_stream=end_stream and last)
+            offset += n
+            window -= n
+        if offset == size:
+            self.on_sent(ex, ack_len)
+            return None
+        return (ex, data[offset:], ack_len, end_stream)
+
+    def unblock(self, stream_id: int) -> None:
+        """A window opened (``stream_id`` 0: the connection's) or the transport drained."""
+        if not self._blocked or self._write_paused:
+            return
+        ids = list(self._blocked) if stream_id == 0 else [stream_id]
+        for sid in ids:
+            queue = self._blocked.get(sid)
+            if queue is None:
+                continue
+            while queue:
+                ex, data, ack_len, end_stream = queue[0]
+                try:
+                    rest = self._send_some(sid, ex, data, ack_len, end_stream)
+                except h2.exceptions.StreamClosedError:
+                    queue.clear()
+                    break
+                if rest is not None:
+                    queue[0] = rest
+                    break
+                queue.popleft()
+            if not queue:
+                del self._blocked[sid]
+        self.schedule_flush()
+
+    def drop_blocked(self, stream_id: int) -> None:
+        self._blocked.pop(stream_id, None)
+
+    def reset_stream(self, stream_id: int, error_code: int) -> None:
+        self._blocked.pop(stream_id, None)
+        try:
+            self.conn.reset_stream(stream_id, error_code)
+        except (h2.exceptions.StreamClosedError, h2.exceptions.ProtocolError):
+            return
+        self.schedule_flush()

@@ -1,0 +1,868 @@
+"""The client-facing port: HTTP/2 with prior knowledge, HTTP/1.1 (with ``Upgrade: h2c``), and TLS with
+ALPN, all on one listener.
+
+A new connection is sniffed: the HTTP/2 client preface (RFC 9113 §3.4) selects HTTP/2, anything else is
+HTTP/1.1; on TLS the ALPN result decides. Each request becomes an :class:`Exchange` placed on its own pod.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import OrderedDict, deque
+from collections.abc import Callable
+from http import HTTPStatus
+from typing import TYPE_CHECKING, cast
+
+import h2.config
+import h2.connection
+import h2.errors
+import h2.events
+import h2.exceptions
+import h2.settings
+import httptools
+
+from activator.core.errors import ActivatorError, ClientError, HeadersTooLarge, UnknownHost
+from activator.core.headers import (
+    HOP_BY_HOP,
+    HeaderList,
+    error_response,
+    forward_request,
+    is_grpc,
+)
+from activator.io.exchange import Exchange
+from activator.io.h2base import H2Endpoint
+
+if TYPE_CHECKING:
+    from activator.io.service import ServiceRuntime
+
+log = logging.getLogger("activator.ingress")
+
+PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
+_NO_ERROR = h2.errors.ErrorCodes.NO_ERROR
+_CANCEL = h2.errors.ErrorCodes.CANCEL
+# Above this a header block is a connection error (ENHANCE_YOUR_CALM); between the configured limit and
+# this, the stream alone gets 431.
+HARD_HEADER_LIST_LIMIT = 1 << 20
+
+
+class Router:
+    """Maps a request's authority to its service, with a small cache (authorities repeat)."""
+
+    def __init__(self, match: Callable[[str], ServiceRuntime | None]) -> None:
+        self._match = match
+        self._cache: OrderedDict[bytes, ServiceRuntime | None] = OrderedDict()
+
+    def route(self, authority: bytes) -> ServiceRuntime | None:
+        try:
+            return self._cache[authority]
+        except KeyError:
+            pass
+        try:
+            service = self._match(authority.decode("ascii"))
+        except (UnicodeDecodeError, ValueError):
+            service = None
+        self._cache[authority] = service
+        if len(self._cache) > 1024:
+            self._cache.popitem(last=False)
+        return service
+
+    def clear(self) -> None:
+        self._cache.clear()
+
+
+class IngressSettings:
+    """Limits applied to every client connection."""
+
+    __slots__ = ("max_concurrent_streams", "max_header_bytes", "stream_window", "connection_window")
+
+    def __init__(
+        self,
+        *,
+        max_concurrent_streams: int = 250,
+        max_header_bytes: int = 65536,
+        stream_window: int = 65535,
+        connection_window: int = 16 << 20,
+    ) -> None:
+        self.max_concurrent_streams = max_concurrent_streams
+        self.max_header_bytes = max_header_bytes
+        self.stream_window = stream_window
+        self.connection_window = connection_window
+
+
+class IngressProtocol(asyncio.Protocol):
+    """Accepts one client connection and hands it to the HTTP/2 or HTTP/1.1 handler."""
+
+    def __init__(
+        self,
+        router: Router,
+        settings: IngressSettings,
+        loop: asyncio.AbstractEventLoop,
+        tls: bool,
+        connections: set[IngressProtocol],
+    ) -> None:
+        self.router = router
+        self.settings = settings
+        self.loop = loop
+        self.tls = tls
+        self.scheme = b"https" if tls else b"http"
+        self.connections = connections
+        self.transport: asyncio.Transport | None = None
+        self.handler: H2Ingress | H1Ingress | None = None
+        self.client_ip = b""
+        self._sniff = b""
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        transport = cast(asyncio.Transport, transport)
+        self.transport = transport
+        self.connections.add(self)
+        peer = transport.get_extra_info("peername")
+        self.client_ip = str(peer[0]).encode() if peer else b"unknown"
+        sock = transport.get_extra_info("socket")
+        if sock is not None:
+            import socket
+
+            try:
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            except OSError:
+                pass
+        if self.tls:
+            ssl_object = transport.get_extra_info("ssl_object")
+            alpn = ssl_object.selected_alpn_protocol() if ssl_object is not None else None
+            if alpn == "h2":
+                self.handler = H2Ingress(self)
+                self.handler.start()
+            else:
+                self.handler = H1Ingress(self)
+
+    def data_received(self, data: bytes) -> None:
+        handler = self.handler
+        if handler is not None:
+            handler.data_received(data)
+            return
+        # Sniff the HTTP/2 preface; HTTP/1.1 request lines never start with "PRI * HTTP/2.0".
+        buf = self._sniff + data
+        if len(buf) < len(PREFACE) and PREFACE.startswith(buf):
+            self._sniff = buf
+            return
+        self._sniff = b""
+        if buf.startswith(PREFACE):
+            h2_handler = H2Ingress(self)
+            self.handler = h2_handler
+            h2_handler.start()
+            h2_handler.data_received(buf)
+        else:
+            h1_handler = H1Ingress(self)
+            self.handler = h1_handler
+            h1_handler.data_received(buf)
+
+    def pause_writing(self) -> None:
+        if self.handler is not None:
+            self.handler.pause_writing()
+
+    def resume_writing(self) -> None:
+        if self.handler is not None:
+            self.handler.resume_writing()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.connections.discard(self)
+        self.transport = None
+        if self.handler is not None:
+            self.handler.connection_lost()
+
+    def shutdown(self) -> None:
+        """Graceful stop: tell the client no new requests (GOAWAY / Connection: close)."""
+        if self.handler is not None:
+            self.handler.shutdown()
+        elif self.transport is not None:
+            self.transport.close()
+
+    @property
+    def busy(self) -> bool:
+        return self.handler is not None and self.handler.busy
+
+
+def _parse_request(
+    headers: HeaderList,
+) -> tuple[bytes, bytes, bytes, bool, bool]:
+    """(authority, method, scheme, grpc, expect_continue) of a request header list."""
+    authority = b""
+    host = b""
+    method = b""
+    scheme = b""
+    grpc = False
+    expect = False
+    for name, value in headers:
+        if name[:1] == b":":
+            if name == b":authority":
+                authority = value
+            elif name == b":method":
+                method = value
+            elif name == b":scheme":
+                scheme = value
+        elif name == b"host":
+            host = value
+        elif name == b"content-type":
+            grpc = is_grpc(value)
+        elif name == b"expect":
+            expect = value.lower() == b"100-continue"
+    return authority or host, method, scheme, grpc, expect
+
+
+class H2Ingress(H2Endpoint):
+    """A client's HTTP/2 connection: every stream is an independent exchange."""
+
+    def __init__(self, owner: IngressProtocol) -> None:
+        super().__init__(owner.loop)
+        self.owner = owner
+        self.transport = owner.transport
+        settings = owner.settings
+        self.settings = settings
+        self.conn = h2.connection.H2Connection(
+            config=h2.config.H2Configuration(
+                client_side=False,
+                header_encoding=None,
+                # Client headers stay validated (request smuggling, RFC 9113 §8.2); our own output is
+                # built from validated input.
+                validate_inbound_headers=True,
+                normalize_inbound_headers=True,
+                validate_outbound_headers=False,
+                normalize_outbound_headers=False,
+            )
+        )
+        self.conn.local_settings = h2.settings.Settings(
+            client=False,
+            initial_values={
+                h2.settings.SettingCodes.MAX_CONCURRENT_STREAMS: settings.max_concurrent_streams,
+                h2.settings.SettingCodes.INITIAL_WINDOW_SIZE: settings.stream_window,
+                h2.settings.SettingCodes.MAX_HEADER_LIST_SIZE: HARD_HEADER_LIST_LIMIT,
+            },
+        )
+        self.exchanges: dict[int, Exchange] = {}
+        self.closing = False
+
+    @property
+    def busy(self) -> bool:
+        return bool(self.exchanges)
+
+    def start(self, upgrade_settings: bytes | None = None) -> None:
+        if upgrade_settings is None:
+            self.conn.initiate_connection()
+        else:
+            self.conn.initiate_upgrade_connection(upgrade_settings)
+        extra = self.settings.connection_window - 65535
+        if extra > 0:
+            self.conn.increment_flow_control_window(extra)
+        self.flush()
+
+    # -- reading -----------------------------------------------------------------------------------
+
+    def data_received(self, data: bytes) -> None:
+        try:
+            events = self.conn.receive_data(data)
+        except h2.exceptions.ProtocolError as exc:
+            # h2 has already queued GOAWAY with the right error code (RFC 9113 §5.4.1).
+            log.info("client %s broke HTTP/2: %s", self.owner.client_ip.decode(), exc)
+            self._abort_all()
+            self.flush()
+            if self.transport is not None:
+                self.transport.close()
+            return
+        exchanges = self.exchanges
+        for event in events:
+            t = type(event)
+            if t is h2.events.DataReceived:
+                ex = exchanges.get(event.stream_id)
+                if ex is not None and not ex.done:
+                    ex.on_request_data(event.data, event.flow_controlled_length)
+                else:
+                    # Nobody will read it: give the window back at once.
+                    self._ack(event.stream_id, event.flow_controlled_length)
+                if event.stream_ended is not None and ex is not None:
+                    ex.on_request_end()
+                    self._maybe_forget(ex)
+            elif t is h2.events.RequestReceived:
+                self._on_request(event.stream_id, event.headers, event.stream_ended is not None)
+            elif t is h2.events.StreamEnded:
+                pass  # handled with the frame that carried END_STREAM
+            elif t is h2.events.TrailersReceived:
+                ex = exchanges.get(event.stream_id)
+                if ex is not None:
+                    ex.on_request_trailers(event.headers)
+                    self._maybe_forget(ex)
+            elif t is h2.events.WindowUpdated:
+                self.unblock(event.stream_id)
+            elif t is h2.events.StreamReset:
+                ex = exchanges.pop(event.stream_id, None)
+                self.drop_blocked(event.stream_id)
+                if ex is not None:
+                    ex.on_client_reset()
+            elif t is h2.events.ConnectionTerminated:
+                self.closing = True
+                if not exchanges and self.transport is not None:
+                    self.flush()
+                    self.transport.close()
+                    return
+        self.flush()
+
+    def _ack(self, stream_id: int, nbytes: int) -> None:
+        if nbytes:
+            try:
+                self.conn.acknowledge_received_data(nbytes, stream_id)
+            except h2.exceptions.ProtocolError:
+                pass
+
+    def _on_request(self, stream_id: int, headers: HeaderList, ended: bool) -> None:
+        owner = self.owner
+        authority, method, scheme, grpc, _expect = _parse_request(headers)
+        size = 0
+        for name, value in headers:
+            size += len(name) + len(value) + 32
+        now = self.loop.time()
+        service = owner.router.route(authority)
+        error: ActivatorError | None = None
+        if size > self.settings.max_header_bytes:
+            error = HeadersTooLarge(
+                f"request header block is {size} bytes, over the limit of "
+                f"{self.settings.max_header_bytes}"
+            )
+        elif method == b"CONNECT":
+            error = ClientError("CONNECT is not supported: this is not a forward proxy")
+        elif service is None:
+            error = UnknownHost(
+                f"no service is configured for host {authority.decode('latin-1')!r}"
+            )
+        if error is not None or service is None:
+            self._respond_error_stream(stream_id, error or UnknownHost("no service"), grpc, ended)
+            return
+        forwarded = forward_request(
+            headers, client_ip=owner.client_ip, scheme=scheme or owner.scheme, authority=authority
+        )
+        ex = Exchange(self, stream_id, service, forwarded, method, grpc, ended, now, False)
+        self.exchanges[stream_id] = ex
+        service.dispatch(ex)
+
+    def _respond_error_stream(
+        self, stream_id: int, error: ActivatorError, grpc: bool, request_ended: bool
+    ) -> None:
+        headers, body = error_response(
+            error.status,
+            error.message,
+            grpc_status=error.grpc_status if grpc else None,
+            retry_after=error.retry_after,
+        )
+        conn = self.conn
+        try:
+            conn.send_headers(stream_id, headers, end_stream=not body)
+            if body:
+                conn.send_data(stream_id, body, end_stream=True)
+            if not request_ended:
+                conn.reset_stream(stream_id, _NO_ERROR)
+        except (h2.exceptions.StreamClosedError, h2.exceptions.FlowControlError):
+            pass
+
+    def _maybe_forget(self, ex: Exchange) -> None:
+        if ex.done and ex.request_ended:
+            self.exchanges.pop(ex.client_stream, None)
+            self._check_close()
+
+    # -- ClientSide ----------------------------------------------------------------------------------
+
+    def respond_headers(self, ex: Exchange, headers: HeaderList, end_stream: bool) -> None:
+        try:
+            self.conn.send_headers(ex.client_stream, headers, end_stream=end_stream)
+        except h2.exceptions.StreamClosedError:
+            return
+        if end_stream:
+            self._response_done(ex)
+        self.schedule_flush()
+
+    def respond_data(self, ex: Exchange, data: bytes, ack_len: int, end_stream: bool) -> None:
+        try:
+            self.send_body(ex.client_stream, ex, data, ack_len, end_stream)
+        except h2.exceptions.StreamClosedError:
+            if ack_len and ex.up is not None:
+                ex.up.ack_response(ex, ack_len)
+            return
+        if end_stream:
+            self._response_done(ex)
+
+    def respond_trailers(self, ex: Exchange, trailers: HeaderList) -> None:
+        try:
+            self.send_trailer_block(ex.client_stream, ex, trailers)
+        except h2.exceptions.StreamClosedError:
+            return
+        self._response_done(ex)
+
+    def respond_reset(self, ex: Exchange, error_code: int) -> None:
+        self.reset_stream(ex.client_stream, error_code)
+        self.exchanges.pop(ex.client_stream, None)
+        self._check_close()
+
+    def respond_error(self, ex: Exchange, error: ActivatorError) -> None:
+        self._respond_error_stream(ex.client_stream, error, ex.grpc, ex.request_ended)
+        self.exchanges.pop(ex.client_stream, None)
+        self.schedule_flush()
+        self._check_close()
+
+    def ack_request(self, ex: Exchange, nbytes: int) -> None:
+        self._ack(ex.client_stream, nbytes)
+        self.schedule_flush()
+
+    def on_sent(self, ex: Exchange, ack_len: int) -> None:
+        if ack_len:
+            up = ex.up
+            if up is not None:
+                up.ack_response(ex, ack_len)
+
+    def _response_done(self, ex: Exchange) -> None:
+        if not ex.request_ended:
+            # RFC 9113 §8.1: a complete response before the request finished; stop the upload.
+            self.reset_stream(ex.client_stream, _NO_ERROR)
+        self.exchanges.pop(ex.client_stream, None)
+        self._check_close()
+
+    def _check_close(self) -> None:
+        if self.closing and not self.exchanges and self.transport is not None:
+            self.flush()
+            self.transport.close()
+
+    # -- lifecycle ---------------------------------------------------------------------------------
+
+    def _abort_all(self) -> None:
+        exchanges, self.exchanges = self.exchanges, {}
+        for ex in exchanges.values():
+            ex.on_client_reset()
+
+    def connection_lost(self) -> None:
+        self.transport = None
+        self._blocked.clear()
+        self._abort_all()
+
+    def flush(self) -> None:
+        self._flush_scheduled = False
+        data = self.conn.data_to_send()
+        if data and self.transport is not None:
+            self.transport.write(data)
+
+    def shutdown(self) -> None:
+        if self.closing:
+            return
+        self.closing = True
+        try:
+            self.conn.close_connection(last_stream_id=self.conn.highest_inbound_stream_id)
+        except h2.exceptions.ProtocolError:
+            pass
+        self.flush()
+        self._check_close()
+
+
+_STATUS_LINES: dict[int, bytes] = {}
+
+
+def _status_line(status: int) -> bytes:
+    line = _STATUS_LINES.get(status)
+    if line is None:
+        try:
+            phrase = HTTPStatus(status).phrase
+        except ValueError:
+            phrase = ""
+        line = b"HTTP/1.1 %d %s\r\n" % (status, phrase.encode())
+        if len(_STATUS_LINES) < 512:
+            _STATUS_LINES[status] = line
+    return line
+
+
+class H1Ingress:
+    """A client's HTTP/1.1 connection: requests one at a time, pipelined ones held until their turn."""
+
+    # Unacknowledged upload bytes above which we stop reading the client (HTTP/1.1 flow control).
+    READ_HIGH_WATER = 256 * 1024
+
+    def __init__(self, owner: IngressProtocol) -> None:
+        self.owner = owner
+        self.loop = owner.loop
+        self.transport = owner.transport
+        self.parser = httptools.HttpRequestParser(self)
+        self.current: Exchange | None = None
+        # Pipelined requests parsed while another is in flight: (exchange, keep-alive, TE: trailers).
+        self.waiting: deque[tuple[Exchange, bool, bool]] = deque()
+        self._pending_error: tuple[ActivatorError, bool, bool] | None = None
+        self.closing = False
+        self._url = b""
+        self._headers: HeaderList = []
+        self._header_bytes = 0
+        self._too_large = False
+        self._building: Exchange | None = None
+        self._upgrade: tuple[HeaderList, bytes] | None = None
+        self._reading_paused = False
+        self._write_paused = False
+        self._unacked = 0
+        # Per current response: chunked framing, keep-alive, client asked for trailers.
+        self._chunked = False
+        self._keep_alive = True
+        self._te_trailers = False
+        self._head = False
+        self._blocked: deque[tuple[bytes, int, bool]] = deque()
+
+    @property
+    def busy(self) -> bool:
+        return self.current is not None
+
+    # -- parsing (httptools callbacks) -------------------------------------------------------------
+
+    def data_received(self, data: bytes) -> None:
+        try:
+            self.parser.feed_data(data)
+        except httptools.HttpParserUpgrade as upgrade:
+            offset = upgrade.args[0] if upgrade.args else len(data)
+            self._on_upgrade(data[offset:])
+        except httptools.HttpParserError as exc:
+            if self._too_large:
+                self._reject(431, "request header block is over the limit")
+            else:
+                self._reject(400, f"malformed HTTP/1.1 request: {exc}")
+
+    def on_message_begin(self) -> None:
+        self._url = b""
+        self._headers = []
+        self._header_bytes = 0
+
+    def on_url(self, url: bytes) -> None:
+        self._url += url
+        self._count(len(url))
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self._headers.append((name.lower(), value))
+        self._count(len(name) + len(value) + 32)
+
+    def _count(self, n: int) -> None:
+        self._header_bytes += n
+        if self._header_bytes > self.owner.settings.max_header_bytes and not self._too_large:
+            self._too_large = True
+            raise httptools.HttpParserError("header block too large")
+
+    def on_headers_complete(self) -> None:
+        owner = self.owner
+        parser = self.parser
+        method = parser.get_method()
+        headers = self._headers
+        keep_alive = parser.should_keep_alive()
+        authority = b""
+        grpc = False
+        expect = False
+        upgrade_h2c = False
+        http2_settings = b""
+        te_trailers = False
+        body = False
+        for name, value in headers:
+            if name == b"host":
+                authority = value
+            elif name == b"content-type":
+                grpc = is_grpc(value)
+            elif name == b"expect":
+                expect = value.lower() == b"100-continue"
+            elif name == b"upgrade":
+                upgrade_h2c = b"h2c" in [t.strip().lower() for t in value.split(b",")]
+            elif name == b"http2-settings":
+                http2_settings = value
+            elif name == b"te":
+                te_trailers = b"trailers" in value.lower()
+            elif name == b"content-length":
+                body = value.strip() not in (b"", b"0")
+            elif name == b"transfer-encoding":
+                body = True
+        pseudo: HeaderList = [
+            (b":method", method),
+            (b":scheme", owner.scheme),
+            (b":authority", authority),
+            (b":path", self._url),
+        ]
+        pseudo.extend(
+            (n, v) for n, v in headers if n not in HOP_BY_HOP and n != b"expect" and n != b"host"
+        )
+        if upgrade_h2c and http2_settings and not owner.tls and not body and self.current is None:
+            # RFC 7540 §3.2: answer 101 and continue as HTTP/2, this request being stream 1.
+            self._upgrade = (pseudo, http2_settings)
+            return
+        if not authority:
+            self._reject(400, "HTTP/1.1 request without a Host header")
+            raise httptools.HttpParserError("no host")
+        service = owner.router.route(authority)
+        forwarded = forward_request(
+            pseudo, client_ip=owner.client_ip, scheme=owner.scheme, authority=authority
+        )
+        ex = (
+            Exchange(self, 1, service, forwarded, method, grpc, False, self.loop.time(), True)
+            if service is not None
+            else None
+        )
+        error: ActivatorError | None = None
+        if method == b"CONNECT":
+            error = ClientError("CONNECT is not supported: this is not a forward proxy")
+        elif service is None:
+            error = UnknownHost(
+                f"no service is configured for host {authority.decode('latin-1')!r}"
+            )
+        if ex is None or error is not None:
+            # Answer in order once earlier pipelined requests are done; keep reading the body.
+            self._building = None
+            self._pending_error = (error or UnknownHost("no service"), grpc, keep_alive)
+            return
+        self._pending_error = None
+        self._building = ex
+        if expect:
+            self._write(b"HTTP/1.1 100 Continue\r\n\r\n")
+        if self.current is None:
+            self._begin(ex, keep_alive, te_trailers)
+        else:
+            self.waiting.append((ex, keep_alive, te_trailers))
+            self._pause_reading()
+
+    def on_body(self, body: bytes) -> None:
+        ex = self._building
+        if ex is not None:
+            self._unacked += len(body)
+            if self._unacked > self.READ_HIGH_WATER:
+                self._pause_reading()
+            ex.on_request_data(body, len(body))
+
+    def on_message_complete(self) -> None:
+        if self._upgrade is not None:
+            return
+        ex = self._building
+        self._building = None
+        if ex is not None:
+            ex.on_request_end()
+            return
+        pending = self._pending_error
+        if pending is not None:
+            self._pending_error = None
+            error, grpc, keep_alive = pending
+            if self.current is None:
+                self._write_error(error, grpc, keep_alive)
+            else:
+                self._reject(error.status, error.message)
+
+    # -- responses ---------------------------------------------------------------------------------
+
+    def _begin(self, ex: Exchange, keep_alive: bool, te_trailers: bool) -> None:
+        self.current = ex
+        self._keep_alive = keep_alive and not self.closing
+        self._te_trailers = te_trailers
+        self._head = ex.method == b"HEAD"
+        self._chunked = False
+        ex.service.dispatch(ex)
+
+    def respond_headers(self, ex: Exchange, headers: HeaderList, end_stream: bool) -> None:
+        if ex is not self.current:
+            return
+        status = 200
+        lines = []
+        content_length = False
+        for name, value in headers:
+            if name == b":status":
+                status = int(value)
+            elif name[:1] != b":":
+                if name == b"content-length":
+                    content_length = True
+                lines.append(name + b": " + value + b"\r\n")
+        no_body = self._head or status in (204, 304) or 100 <= status < 200
+        if end_stream:
+            if not content_length and not no_body:
+                lines.append(b"content-length: 0\r\n")
+        elif not content_length and not no_body:
+            self._chunked = True
+            lines.append(b"transfer-encoding: chunked\r\n")
+        if not self._keep_alive:
+            lines.append(b"connection: close\r\n")
+        self._write(_status_line(status) + b"".join(lines) + b"\r\n")
+        if end_stream:
+            self._response_done(ex)
+
+    def respond_data(self, ex: Exchange, data: bytes, ack_len: int, end_stream: bool) -> None:
+        if ex is not self.current:
+            return
+        if self._blocked or (self._write_paused and data):
+            self._blocked.append((data, ack_len, end_stream))
+            return
+        self._write_body(ex, data, ack_len, end_stream)
+
+    def _write_body(self, ex: Exchange, data: bytes, ack_len: int, end_stream: bool) -> None:
+        if self._chunked:
+            out = b"%x\r\n%b\r\n" % (len(data), data) if data else b""
+            if end_stream:
+                out += b"0\r\n\r\n"
+        else:
+            out = data
+        if out:
+            self._write(out)
+        if ack_len and ex.up is not None:
+            ex.up.ack_response(ex, ack_len)
+        if end_stream:
+            self._response_done(ex)
+
+    def respond_trailers(self, ex: Exchange, trailers: HeaderList) -> None:
+        if ex is not self.current:
+            return
+        if self._chunked:
+            fields = b""
+            if self._te_trailers:
+                fields = b"".join(n + b": " + v + b"\r\n" for n, v in trailers)
+            self._write(b"0\r\n" + fields + b"\r\n")
+        self._response_done(ex)
+
+    def respond_reset(self, ex: Exchange, error_code: int) -> None:
+        # HTTP/1.1 cannot reset a response: a closed connection is the only honest signal that the
+        # body is incomplete (never a chunked terminator or full content-length).
+        if ex is self.current and self.owner.transport is not None:
+            self.current = None
+            self.owner.transport.abort()
+
+    def respond_error(self, ex: Exchange, error: ActivatorError) -> None:
+        if ex is not self.current:
+            return
+        self._write_error(error, ex.grpc, self._keep_alive, ex)
+
+    def ack_request(self, ex: Exchange, nbytes: int) -> None:
+        self._unacked -= nbytes
+        if self._reading_paused and self._unacked < self.READ_HIGH_WATER // 2 and not self.waiting:
+            self._resume_reading()
+
+    def _write_error(
+        self, error: ActivatorError, grpc: bool, keep_alive: bool, ex: Exchange | None = None
+    ) -> None:
+        headers, body = error_response(
+            error.status,
+            error.message,
+            grpc_status=error.grpc_status if grpc else None,
+            retry_after=error.retry_after,
+        )
+        if grpc:
+            # A gRPC client on HTTP/1.1 cannot decode trailers-only; still send the status headers.
+            headers.append((b"content-length", b"0"))
+        keep = keep_alive and not self.closing
+        out = [_status_line(int(headers[0][1]))]
+        out.extend(n + b": " + v + b"\r\n" for n, v in headers[1:])
+        if not keep:
+            out.append(b"connection: close\r\n")
+        out.append(b"\r\n")
+        out.append(body)
+        self._write(b"".join(out))
+        if ex is not None:
+            self._keep_alive = keep
+            self._response_done(ex)
+        elif not keep:
+            self._close()
+
+    def _response_done(self, ex: Exchange) -> None:
+        if ex is not self.current:
+            return
+        self.current = None
+        self._chunked = False
+        if not ex.request_ended or not self._keep_alive:
+            # The rest of the request body (if any) is unread: the connection cannot be reused.
+            self._close()
+            return
+        while self.waiting:
+            nxt, keep_alive, te_trailers = self.waiting.popleft()
+            if not nxt.done:
+                self._begin(nxt, keep_alive, te_trailers)
+                return
+        if self._reading_paused:
+            self._resume_reading()
+
+    def _reject(self, status: int, message: str) -> None:
+        body = (message + "\n").encode()
+        self._write(
+            _status_line(status)
+            + b"content-type: text/plain; charset=utf-8\r\ncontent-length: %d\r\n"
+            b"connection: close\r\n\r\n%b" % (len(body), body)
+        )
+        self._close()
+
+    # -- h2c upgrade -------------------------------------------------------------------------------
+
+    def _on_upgrade(self, rest: bytes) -> None:
+        upgrade = self._upgrade
+        if upgrade is None:
+            # An Upgrade we do not speak (e.g. websocket): the request was forwarded without it;
+            # the connection cannot carry anything after it.
+            self.closing = True
+            self._keep_alive = False
+            self._pause_reading()
+            return
+        pseudo, settings = upgrade
+        self._upgrade = None
+        owner = self.owner
+        self._write(
+            b"HTTP/1.1 101 Switching Protocols\r\nconnection: Upgrade\r\nupgrade: h2c\r\n\r\n"
+        )
+        h2_handler = H2Ingress(owner)
+        owner.handler = h2_handler
+        try:
+            h2_handler.start(upgrade_settings=settings)
+        except h2.exceptions.ProtocolError:
+            self._close()
+            return
+        # The upgraded request is stream 1, half-closed from the client (RFC 7540 §3.2).
+        h2_handler._on_request(1, pseudo, True)
+        h2_handler.flush()
+        if rest:
+            h2_handler.data_received(rest)
+
+    # -- transport ---------------------------------------------------------------------------------
+
+    def _write(self, data: bytes) -> None:
+        transport = self.owner.transport
+        if transport is not None:
+            transport.write(data)
+
+    def _close(self) -> None:
+        self.closing = True
+        transport = self.owner.transport
+        if transport is not None:
+            transport.close()
+
+    def _pause_reading(self) -> None:
+        if not self._reading_paused and self.owner.transport is not None:
+            self._reading_paused = True
+            self.owner.transport.pause_reading()
+
+    def _resume_reading(self) -> None:
+        if self._reading_paused and self.owner.transport is not None:
+            self._reading_paused = False
+            self.owner.transport.resume_reading()
+
+    def pause_writing(self) -> None:
+        self._write_paused = True
+
+    def resume_writing(self) -> None:
+        self._write_paused = False
+        ex = self.current
+        while self._blocked and not self._write_paused and ex is not None:
+            data, ack_len, end_stream = self._blocked.popleft()
+            self._write_body(ex, data, ack_len, end_stream)
+            if ex is not self.current:
+                break
+        if ex is not self.current:
+            self._blocked.clear()
+
+    def connection_lost(self) -> None:
+        self._blocked.clear()
+        ex = self.current
+        self.current = None
+        if ex is not None:
+            ex.on_client_reset()
+        building = self._building
+        self._building = None
+        if building is not None and building is not ex:
+            building.on_client_reset()
+        while self.waiting:
+            self.waiting.popleft()[0].on_client_reset()
+
+    def shutdown(self) -> None:
+        self.closing = True
+        self._keep_alive = False
+        if self.current is None:
+            self._close()

@@ -1,0 +1,238 @@
+"""A configured service at run time: its throttle (pods, capacity, queue), its connection pools and its
+counters. It places each exchange on a pod and reacts to pods coming and going.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+from collections.abc import Callable, Iterable
+from typing import TYPE_CHECKING
+
+from activator.config import ServiceConfig
+from activator.core.accounting import ConcurrencyTracker
+from activator.core.balancer import PodState
+from activator.core.errors import ActivatorError, QueueTimeout, Unavailable, UpstreamError
+from activator.core.retry import ReplayReason
+from activator.core.throttle import Rejected, ServiceThrottle
+from activator.io.upstream import PodPool, UpstreamSettings
+
+if TYPE_CHECKING:
+    from activator.io.exchange import Exchange
+
+log = logging.getLogger("activator.service")
+
+# Connect failures a request survives (each retried on another pod after a jittered backoff).
+MAX_CONNECT_ATTEMPTS = 3
+
+
+class ServiceRuntime:
+    """Everything the data path needs to serve one service."""
+
+    def __init__(
+        self,
+        config: ServiceConfig,
+        upstream: UpstreamSettings,
+        *,
+        replay_limit: int,
+        max_replays: int,
+        loop: asyncio.AbstractEventLoop,
+        rng: random.Random | None = None,
+    ) -> None:
+        self.config = config
+        self.name = config.name
+        self.loop = loop
+        self.upstream = upstream
+        self.replay_limit = replay_limit
+        self.max_replays = max_replays
+        self.grpc_hint = False
+        now = loop.time()
+        self.throttle: ServiceThrottle[Exchange] = ServiceThrottle(
+            container_concurrency=config.container_concurrency,
+            max_queue_requests=config.queue.max_requests,
+            max_queue_bytes=config.queue.max_bytes,
+            queue_timeout=config.queue.timeout,
+            rng=rng,
+        )
+        self.pools: dict[str, PodPool] = {}
+        self.streams = ConcurrencyTracker(now)
+        self.http1 = ConcurrencyTracker(now)
+        self.requests_total = 0
+        self.errors_total = 0
+        self.replays_total: dict[str, int] = {}
+        self.replay_failures: dict[str, int] = {}
+        self.goaways_total = 0
+        self._expiry: asyncio.TimerHandle | None = None
+        # Called with (pod address) when a pod's connection fails: readiness re-probes it.
+        self.on_pod_failed: Callable[[str], None] | None = None
+        # Called when a request is queued (scale from zero: poke the autoscaler).
+        self.on_queued: Callable[[ServiceRuntime], None] | None = None
+        # Called when an exchange finishes, with its status class for metrics (set by the app).
+        self.on_finished: Callable[[Exchange], None] | None = None
+
+    # -- pods --------------------------------------------------------------------------------------
+
+    def set_endpoints(self, addresses: Iterable[str], *, ready: bool) -> None:
+        addresses = list(dict.fromkeys(addresses))
+        grants = self.throttle.set_endpoints(addresses, ready=ready, now=self.loop.time())
+        for address in addresses:
+            if address not in self.pools:
+                self.pools[address] = PodPool(address, self.upstream, self, self.loop)
+        for address, pool in list(self.pools.items()):
+            if address not in addresses:
+                pool.retire()
+                del self.pools[address]
+        self._place_grants(grants)
+
+    def set_ready(self, address: str, ready: bool) -> None:
+        if address not in self.throttle.pods:
+            return
+        self._place_grants(self.throttle.set_ready(address, ready, self.loop.time()))
+
+    def pod_failed(self, address: str, reason: str) -> None:
+        """A connection to the pod could not be opened or broke: stop sending it work until it is
+        ready again (the readiness prober brings it back)."""
+        pod = self.throttle.pods.get(address)
+        if pod is None or not pod.ready:
+            return
+        log.warning("service %s: pod %s failed (%s); marked not ready", self.name, address, reason)
+        self.set_ready(address, False)
+        if self.on_pod_failed is not None:
+            self.on_pod_failed(address)
+
+    # -- placing exchanges -------------------------------------------------------------------------
+
+    def dispatch(self, ex: Exchange) -> None:
+        """Place a new exchange: on a pod at once, in the queue, or rejected."""
+        now = self.loop.time()
+        if ex.http1:
+            self.http1.start(now)
+        else:
+            self.streams.start(now)
+        self.requests_total += 1
+        self._acquire(ex, now)
+
+    def _acquire(self, ex: Exchange, now: float) -> None:
+        result = self.throttle.acquire(ex, ex.replay_bytes, now)
+        if isinstance(result, PodState):
+            self._place(ex, result)
+        elif isinstance(result, Rejected):
+            ex.fail(
+                Unavailable(
+                    f"service {self.name} is at capacity and its queue is full ({result.reason})",
+                    retry_after=result.retry_after,
+                )
+            )
+        else:
+            ex.queued = True
+            if self._expiry is None:
+                self._schedule_expiry()
+            if self.on_queued is not None:
+                self.on_queued(self)
+
+    def _place(self, ex: Exchange, pod: PodState) -> None:
+        ex.pod = pod
+        pool = self.pools.get(pod.address)
+        if pool is None:  # cannot happen while the throttle and pools agree; fail safe
+            ex.fail(UpstreamError(f"pod {pod.address} has no connection pool"))
+            return
+        pool.open_stream(ex)
+
+    def _place_grants(self, grants: list[tuple[Exchange, PodState]]) -> None:
+        for ex, pod in grants:
+            ex.queued = False
+            self._place(ex, pod)
+
+    def cancel_queued(self, ex: Exchange) -> None:
+        ex.queued = False
+        self.throttle.cancel(ex)
+
+    def _schedule_expiry(self) -> None:
+        deadline = self.throttle.next_deadline()
+        self._expiry = None if deadline is None else self.loop.call_at(deadline, self._expire)
+
+    def _expire(self) -> None:
+        self._expiry = None
+        for ex in self.throttle.expire(self.loop.time()):
+            ex.queued = False
+            ex.fail(
+                QueueTimeout(
+                    f"service {self.name} had no pod free for {self.config.queue.timeout:g}s "
+                    "(queue timeout)"
+                )
+            )
+        self._schedule_expiry()
+
+    def replay(self, ex: Exchange, reason: ReplayReason) -> None:
+        """Send an unprocessed exchange again: same pod (on another connection) if it is still ready,
+        else through the balancer."""
+        key = reason.value
+        self.replays_total[key] = self.replays_total.get(key, 0) + 1
+        pod = ex.pod
+        if pod is not None and pod.ready and not pod.removed:
+            self._place(ex, pod)
+            return
+        self._reacquire(ex)
+
+    def connect_failed(self, ex: Exchange, reason: str) -> None:
+        """The exchange's pod could not be reached: try another pod after a short backoff."""
+        ex.up = None
+        ex.connect_failures += 1
+        if ex.connect_failures >= MAX_CONNECT_ATTEMPTS:
+            ex.fail(UpstreamError(f"service {self.name}: no pod reachable ({reason})"))
+            return
+        delay = _connect_backoff(ex.connect_failures)
+        self.loop.call_later(delay, self._retry_connect, ex)
+
+    def _retry_connect(self, ex: Exchange) -> None:
+        if not ex.done:
+            self._reacquire(ex)
+
+    def _reacquire(self, ex: Exchange) -> None:
+        pod = ex.pod
+        ex.pod = None
+        if pod is not None:
+            self._place_grants(self.throttle.release(pod, self.loop.time()))
+        self._acquire(ex, self.loop.time())
+
+    # -- ending ------------------------------------------------------------------------------------
+
+    def finished(self, ex: Exchange) -> None:
+        now = self.loop.time()
+        if ex.http1:
+            self.http1.finish(now)
+        else:
+            self.streams.finish(now)
+        pod = ex.pod
+        if pod is not None:
+            ex.pod = None
+            grants = self.throttle.release(pod, now)
+            if grants:
+                self._place_grants(grants)
+        if self.on_finished is not None:
+            self.on_finished(ex)
+
+    def count_error(self, error: ActivatorError) -> None:
+        self.errors_total += 1
+
+    def count_replay_failure(self, reason: ReplayReason) -> None:
+        key = reason.value
+        self.replay_failures[key] = self.replay_failures.get(key, 0) + 1
+
+    def close(self) -> None:
+        if self._expiry is not None:
+            self._expiry.cancel()
+            self._expiry = None
+        for ex in self.throttle.drain_queue():
+            ex.queued = False
+            ex.fail(Unavailable(f"service {self.name} is shutting down"))
+        for pool in self.pools.values():
+            pool.retire()
+
+
+def _connect_backoff(attempt: int) -> float:
+    # Exponential with full jitter: 10 ms, 20 ms, ... capped at 500 ms, from tenacity's strategy.
+    from activator.io.backoff import connect_wait
+
+    return connect_wait(attempt)

@@ -1,0 +1,683 @@
+"""Pooled connections to pods: HTTP/2 (prior knowledge or TLS+ALPN) shared by many streams, and HTTP/1.1
+keep-alive connections carrying one request at a time.
+
+A connection's first read/write error fails every stream on it at once and retires it (sticky failure).
+A GOAWAY drains a connection: streams at or below its last_stream_id finish, streams above it were not
+processed and are replayed elsewhere (RFC 9113 §6.8).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import ssl
+from collections import deque
+from dataclasses import dataclass
+from http import HTTPStatus
+from typing import TYPE_CHECKING, cast
+
+import h2.config
+import h2.connection
+import h2.errors
+import h2.events
+import h2.exceptions
+import h2.settings
+import httptools
+
+from activator.core.headers import HeaderList, forward_response
+from activator.core.pool_policy import ASSUMED_MAX_STREAMS, PoolAction, choose_connection
+from activator.core.retry import ReplayReason
+from activator.io.h2base import H2Endpoint
+
+if TYPE_CHECKING:
+    from activator.io.exchange import Exchange
+    from activator.io.service import ServiceRuntime
+
+log = logging.getLogger("activator.upstream")
+
+_REFUSED = h2.errors.ErrorCodes.REFUSED_STREAM
+_CANCEL = h2.errors.ErrorCodes.CANCEL
+
+
+@dataclass(frozen=True, slots=True)
+class UpstreamSettings:
+    """How a service talks to its pods."""
+
+    protocol: str = "h2c"  # h2c | http1 | https
+    max_connections_per_pod: int = 16
+    connect_timeout: float = 5.0
+    idle_timeout: float = 60.0
+    # Per-stream and per-connection receive windows we grant pods: big enough for fast large
+    # responses, small enough to bound what a slow client can make us hold (per stream).
+    stream_window: int = 1 << 20
+    connection_window: int = 16 << 20
+    ssl_context: ssl.SSLContext | None = None
+
+
+class PodPool:
+    """Connections to one pod of one service."""
+
+    def __init__(
+        self,
+        address: str,
+        settings: UpstreamSettings,
+        service: ServiceRuntime,
+        loop: asyncio.AbstractEventLoop,
+    ) -> None:
+        self.address = address
+        host, _, port = address.rpartition(":")
+        self.host = host.strip("[]")
+        self.port = int(port)
+        self.settings = settings
+        self.service = service
+        self.loop = loop
+        self.h2: list[H2Upstream] = []
+        self.h1_idle: list[H1Upstream] = []
+        self.h1_count = 0
+        self.waiting: deque[Exchange] = deque()
+        self.retired = False
+        # None until known; https pods pick by ALPN on their first connection.
+        self.http2: bool | None = {"h2c": True, "http1": False}.get(settings.protocol)
+
+    # -- placing streams ---------------------------------------------------------------------------
+
+    def open_stream(self, ex: Exchange) -> None:
+        if self.http2 is False:
+            self._open_h1(ex)
+            return
+        choice = choose_connection(self.h2, self.settings.max_connections_per_pod)
+        if choice is PoolAction.OPEN:
+            conn = H2Upstream(self)
+            self.h2.append(conn)
+            conn.pending.append(ex)
+            self.loop.create_task(self._connect(conn))
+        elif choice is PoolAction.WAIT:
+            self.waiting.append(ex)
+        else:
+            choice.start_stream(ex)
+
+    def slot_freed(self) -> None:
+        """A stream ended somewhere in this pool: let a waiting one in."""
+        while self.waiting:
+            ex = self.waiting.popleft()
+            if ex.done:
+                continue
+            self.open_stream(ex)
+            return
+
+    def _open_h1(self, ex: Exchange) -> None:
+        while self.h1_idle:
+            conn = self.h1_idle.pop()
+            if conn.usable:
+                conn.start(ex)
+                return
+        conn1 = H1Upstream(self)
+        self.h1_count += 1
+        conn1.exchange = ex
+        self.loop.create_task(self._connect(conn1))
+
+    async def _connect(self, conn: H2Upstream | H1Upstream) -> None:
+        settings = self.settings
+        try:
+            async with asyncio.timeout(settings.connect_timeout):
+                await self.loop.create_connection(
+                    lambda: conn,
+                    self.host,
+                    self.port,
+                    ssl=settings.ssl_context,
+                    server_hostname=self.host if settings.ssl_context is not None else None,
+                )
+        except (OSError, TimeoutError, ssl.SSLError) as exc:
+            conn.connect_failed(f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__)
+
+    def discard(self, conn: H2Upstream | H1Upstream) -> None:
+        if isinstance(conn, H2Upstream):
+            if conn in self.h2:
+                self.h2.remove(conn)
+        else:
+            self.h1_count -= 1
+            if conn in self.h1_idle:
+                self.h1_idle.remove(conn)
+        self.slot_freed()
+
+    def connection_failed(self, reason: str, exchanges: list[Exchange]) -> None:
+        self.service.pod_failed(self.address, reason)
+        for ex in exchanges:
+            if not ex.done:
+                self.service.connect_failed(ex, reason)
+
+    def retire(self) -> None:
+        """The pod left the endpoint set: finish what runs, start nothing new, close when idle."""
+        self.retired = True
+        for h2conn in list(self.h2):
+            h2conn.drain()
+        for h1conn in list(self.h1_idle):
+            h1conn.close()
+        self.h1_idle.clear()
+        while self.waiting:
+            ex = self.waiting.popleft()
+            if not ex.done:
+                self.service.connect_failed(ex, "pod removed")
+
+    @property
+    def connection_count(self) -> int:
+        return len(self.h2) + self.h1_count
+
+
+class H2Upstream(H2Endpoint, asyncio.Protocol):
+    """One HTTP/2 connection to a pod, shared by many streams."""
+
+    def __init__(self, pool: PodPool) -> None:
+        super().__init__(pool.loop)
+        self.pool = pool
+        self.conn = h2.connection.H2Connection(
+            config=h2.config.H2Configuration(
+                client_side=True,
+                header_encoding=None,
+                # Our own output is built from headers already validated at ingress.
+                validate_outbound_headers=False,
+                normalize_outbound_headers=False,
+                validate_inbound_headers=True,
+            )
+        )
+        self.pending: list[Exchange] = []
+        self.streams: dict[int, Exchange] = {}
+        self.connected = False
+        self.closed = False
+        self.draining = False
+        self.peer_max_streams = ASSUMED_MAX_STREAMS
+        self._idle_timer: asyncio.TimerHandle | None = None
+
+    # ConnectionView for the pool policy.
+    @property
+    def usable(self) -> bool:
+        return not (self.closed or self.draining)
+
+    @property
+    def active_streams(self) -> int:
+        return len(self.streams) + len(self.pending)
+
+    @property
+    def max_streams(self) -> int:
+        return self.peer_max_streams
+
+    # -- lifecycle ---------------------------------------------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        transport = cast(asyncio.Transport, transport)
+        settings = self.pool.settings
+        if settings.ssl_context is not None:
+            ssl_object = transport.get_extra_info("ssl_object")
+            alpn = ssl_object.selected_alpn_protocol() if ssl_object is not None else None
+            if alpn != "h2":
+                # The pod speaks HTTP/1.1 only: hand our streams to HTTP/1.1 connections.
+                self.pool.http2 = False
+                transport.close()
+                self.closed = True
+                self.pool.discard(self)
+                pending, self.pending = self.pending, []
+                for ex in pending:
+                    self.pool.open_stream(ex)
+                return
+            self.pool.http2 = True
+        self.transport = transport
+        self.connected = True
+        sock = transport.get_extra_info("socket")
+        if sock is not None:
+            _set_nodelay(sock)
+        conn = self.conn
+        conn.local_settings = h2.settings.Settings(
+            client=True,
+            initial_values={
+                h2.settings.SettingCodes.ENABLE_PUSH: 0,
+                h2.settings.SettingCodes.INITIAL_WINDOW_SIZE: settings.stream_window,
+                h2.settings.SettingCodes.MAX_CONCURRENT_STREAMS: 100,
+                h2.settings.SettingCodes.MAX_HEADER_LIST_SIZE: 1 << 20,
+            },
+        )
+        conn.initiate_connection()
+        conn.increment_flow_control_window(settings.connection_window - 65535)
+        pending, self.pending = self.pending, []
+        for ex in pending:
+            if not ex.done:
+                self.start_stream(ex)
+        self.flush()
+
+    def connect_failed(self, reason: str) -> None:
+        self.closed = True
+        self.pool.discard(self)
+        pending, self.pending = self.pending, []
+        self.pool.connection_failed(reason, pending)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.closed = True
+        self.transport = None
+        self._cancel_idle()
+        self.pool.discard(self)
+        streams, self.streams = self.streams, {}
+        self._blocked.clear()
+        reason = str(exc) if exc else "closed by pod"
+        for ex in streams.values():
+            ex.on_upstream_lost(reason)
+        if streams and exc is not None:
+            self.pool.service.pod_failed(self.pool.address, reason)
+
+    def drain(self) -> None:
+        """No new streams; close once the running ones are done."""
+        self.draining = True
+        if not self.streams and not self.pending:
+            self.close()
+
+    def close(self) -> None:
+        self.closed = True
+        self._cancel_idle()
+        if self.transport is not None:
+            try:
+                self.conn.close_connection()
+                self.flush()
+            except h2.exceptions.ProtocolError:
+                pass
+            self.transport.close()
+
+    # -- streams -----------------------------------------------------------------------------------
+
+    def start_stream(self, ex: Exchange) -> None:
+        if not self.connected:
+            self.pending.append(ex)
+            return
+        self._cancel_idle()
+        conn = self.conn
+        stream_id = conn.get_next_available_stream_id()
+        end = ex.body_in_headers
+        conn.send_headers(stream_id, ex.headers, end_stream=end)
+        self.streams[stream_id] = ex
+        if end:
+            ex.up = self
+            ex.up_stream = stream_id
+            ex.up_sent_end = True
+        else:
+            ex.attach(self, stream_id)
+        self.schedule_flush()
+
+    def send_data(self, ex: Exchange, data: bytes, ack_len: int, end_stream: bool) -> None:
+        try:
+            self.send_body(ex.up_stream, ex, data, ack_len, end_stream)
+        except h2.exceptions.StreamClosedError:
+            pass
+
+    def send_trailers(self, ex: Exchange, trailers: HeaderList) -> None:
+        try:
+            self.send_trailer_block(ex.up_stream, ex, trailers)
+        except h2.exceptions.StreamClosedError:
+            pass
+
+    def on_sent(self, ex: Exchange, ack_len: int) -> None:
+        if ack_len:
+            ex.client.ack_request(ex, ack_len)
+
+    def ack_response(self, ex: Exchange, nbytes: int) -> None:
+        if nbytes and not self.closed:
+            self.conn.acknowledge_received_data(nbytes, ex.up_stream)
+            self.schedule_flush()
+
+    def cancel(self, ex: Exchange) -> None:
+        sid = ex.up_stream
+        if self.streams.pop(sid, None) is not None:
+            self.reset_stream(sid, _CANCEL)
+            self._stream_closed()
+        elif ex in self.pending:
+            self.pending.remove(ex)
+
+    def detach(self, ex: Exchange) -> None:
+        sid = ex.up_stream
+        if self.streams.pop(sid, None) is not None:
+            self.drop_blocked(sid)
+            self._stream_closed()
+
+    def _stream_closed(self) -> None:
+        if not self.streams and not self.pending:
+            if self.draining or self.pool.retired:
+                self.close()
+            else:
+                self._arm_idle()
+        self.pool.slot_freed()
+
+    # -- reading -----------------------------------------------------------------------------------
+
+    def data_received(self, data: bytes) -> None:
+        try:
+            events = self.conn.receive_data(data)
+        except h2.exceptions.ProtocolError as exc:
+            log.warning("pod %s broke HTTP/2: %s", self.pool.address, exc)
+            self.flush()
+            if self.transport is not None:
+                self.transport.close()
+            return
+        streams = self.streams
+        for event in events:
+            t = type(event)
+            if t is h2.events.DataReceived:
+                ex = streams.get(event.stream_id)
+                if ex is not None:
+                    end = event.stream_ended is not None
+                    if end:
+                        del streams[event.stream_id]
+                    ex.on_response_data(event.data, event.flow_controlled_length, end)
+                    if end:
+                        self._response_complete(ex)
+                else:
+                    self.conn.acknowledge_received_data(
+                        event.flow_controlled_length, event.stream_id
+                    )
+            elif t is h2.events.ResponseReceived:
+                ex = streams.get(event.stream_id)
+                if ex is not None:
+                    end = event.stream_ended is not None
+                    if end:
+                        del streams[event.stream_id]
+                    ex.on_response(forward_response(event.headers), end)
+                    if end:
+                        self._response_complete(ex)
+            elif t is h2.events.StreamEnded:
+                # Already handled with the DATA/HEADERS frame that carried END_STREAM.
+                pass
+            elif t is h2.events.TrailersReceived:
+                ex = streams.pop(event.stream_id, None)
+                if ex is not None:
+                    ex.on_response_trailers(forward_response(event.headers))
+                    self._response_complete(ex)
+            elif t is h2.events.WindowUpdated:
+                self.unblock(event.stream_id)
+            elif t is h2.events.StreamReset:
+                self._on_reset(event.stream_id, event.error_code)
+            elif t is h2.events.ConnectionTerminated:
+                self._on_goaway(event.last_stream_id or 0, event.error_code)
+            elif t is h2.events.RemoteSettingsChanged:
+                changed = event.changed_settings.get(
+                    h2.settings.SettingCodes.MAX_CONCURRENT_STREAMS
+                )
+                if changed is not None:
+                    self.peer_max_streams = changed.new_value
+                    self.pool.slot_freed()
+            elif t is h2.events.InformationalResponseReceived:
+                pass  # 1xx from the pod: not forwarded (100-continue is answered at ingress)
+        self.flush()
+
+    def _response_complete(self, ex: Exchange) -> None:
+        if not ex.up_sent_end:
+            # RFC 9113 §8.1: the pod answered before reading the whole request; stop sending it.
+            self.reset_stream(ex.up_stream, h2.errors.ErrorCodes.NO_ERROR)
+        else:
+            self.drop_blocked(ex.up_stream)
+        self._stream_closed()
+
+    def _on_reset(self, stream_id: int, error_code: int) -> None:
+        ex = self.streams.pop(stream_id, None)
+        self.drop_blocked(stream_id)
+        if ex is None:
+            return
+        self._stream_closed()
+        if error_code == _REFUSED and not ex.response_started:
+            ex.replay_after(ReplayReason.REFUSED)
+        else:
+            ex.on_upstream_reset(error_code)
+
+    def _on_goaway(self, last_stream_id: int, error_code: int) -> None:
+        self.draining = True
+        self.pool.service.goaways_total += 1
+        # Streams above last_stream_id were not processed (RFC 9113 §6.8): replay them elsewhere.
+        unprocessed = [sid for sid in self.streams if sid > last_stream_id]
+        replay = []
+        for sid in unprocessed:
+            ex = self.streams.pop(sid)
+            self.drop_blocked(sid)
+            replay.append(ex)
+        pending, self.pending = self.pending, []
+        replay.extend(pending)
+        if not self.streams:
+            self.close()
+        self.pool.slot_freed()
+        for ex in replay:
+            ex.replay_after(ReplayReason.GOAWAY)
+
+    # -- idle ------------------------------------------------------------------------------------
+
+    def _arm_idle(self) -> None:
+        timeout = self.pool.settings.idle_timeout
+        if timeout > 0 and self._idle_timer is None:
+            self._idle_timer = self.loop.call_later(timeout, self._idle_expired)
+
+    def _cancel_idle(self) -> None:
+        if self._idle_timer is not None:
+            self._idle_timer.cancel()
+            self._idle_timer = None
+
+    def _idle_expired(self) -> None:
+        self._idle_timer = None
+        if not self.streams and not self.pending:
+            self.draining = True
+            self.close()
+
+
+class H1Upstream(asyncio.Protocol):
+    """One HTTP/1.1 keep-alive connection to a pod, one request at a time."""
+
+    def __init__(self, pool: PodPool) -> None:
+        self.pool = pool
+        self.loop = pool.loop
+        self.transport: asyncio.Transport | None = None
+        self.exchange: Exchange | None = None
+        self.parser = httptools.HttpResponseParser(self)
+        self.closed = False
+        self.chunked = False
+        self.keep_alive = True
+        self._headers: HeaderList = []
+        self._paused = False
+        self._unacked = 0
+        self._idle_timer: asyncio.TimerHandle | None = None
+
+    @property
+    def usable(self) -> bool:
+        return not self.closed and self.transport is not None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        transport = cast(asyncio.Transport, transport)
+        self.transport = transport
+        sock = transport.get_extra_info("socket")
+        if sock is not None:
+            _set_nodelay(sock)
+        ex = self.exchange
+        self.exchange = None
+        if ex is not None and not ex.done:
+            self.start(ex)
+        elif ex is not None:
+            self._idle()
+
+    def connect_failed(self, reason: str) -> None:
+        self.closed = True
+        ex = self.exchange
+        self.exchange = None
+        self.pool.discard(self)
+        self.pool.connection_failed(reason, [ex] if ex is not None else [])
+
+    def start(self, ex: Exchange) -> None:
+        if self._idle_timer is not None:
+            self._idle_timer.cancel()
+            self._idle_timer = None
+        self.exchange = ex
+        self._headers = []
+        self.keep_alive = True
+        method = b"GET"
+        path = b"/"
+        authority = b""
+        content_length = False
+        lines = []
+        for name, value in ex.headers:
+            if name[:1] == b":":
+                if name == b":method":
+                    method = value
+                elif name == b":path":
+                    path = value
+                elif name == b":authority":
+                    authority = value
+                continue
+            if name == b"content-length":
+                content_length = True
+            lines.append(name + b": " + value)
+        head = [method + b" " + path + b" HTTP/1.1", b"host: " + authority]
+        head.extend(lines)
+        ended_empty = ex.request_ended and not ex.replay and ex.pending is None
+        if ended_empty and ex.request_trailers is None:
+            self.chunked = False
+            if not content_length and method in (b"POST", b"PUT", b"PATCH"):
+                head.append(b"content-length: 0")
+        elif content_length:
+            self.chunked = False
+        else:
+            self.chunked = True
+            head.append(b"transfer-encoding: chunked")
+        assert self.transport is not None
+        self.transport.write(b"\r\n".join(head) + b"\r\n\r\n")
+        ex.up = self
+        ex.up_stream = 1
+        if ended_empty and ex.request_trailers is None:
+            ex.up_sent_end = True
+        else:
+            ex.attach(self, 1)
+
+    def send_data(self, ex: Exchange, data: bytes, ack_len: int, end_stream: bool) -> None:
+        transport = self.transport
+        if transport is None or self.exchange is not ex:
+            return
+        if self.chunked:
+            out = b"%x\r\n%b\r\n" % (len(data), data) if data else b""
+            if end_stream:
+                out += b"0\r\n\r\n"
+            if out:
+                transport.write(out)
+        elif data:
+            transport.write(data)
+        if ack_len:
+            # The kernel buffer is our flow control to an HTTP/1.1 pod.
+            ex.client.ack_request(ex, ack_len)
+
+    def send_trailers(self, ex: Exchange, trailers: HeaderList) -> None:
+        if self.transport is None or self.exchange is not ex:
+            return
+        if self.chunked:
+            fields = b"".join(n + b": " + v + b"\r\n" for n, v in trailers)
+            self.transport.write(b"0\r\n" + fields + b"\r\n")
+
+    def ack_response(self, ex: Exchange, nbytes: int) -> None:
+        self._unacked -= nbytes
+        if self._paused and self._unacked < 65536 and self.transport is not None:
+            self._paused = False
+            self.transport.resume_reading()
+
+    def cancel(self, ex: Exchange) -> None:
+        # HTTP/1.1 has no stream reset: closing the connection is how a pod learns the client left.
+        if self.exchange is ex:
+            self.exchange = None
+            self.close()
+
+    def detach(self, ex: Exchange) -> None:
+        self.cancel(ex)
+
+    def close(self) -> None:
+        self.closed = True
+        if self.transport is not None:
+            self.transport.abort()
+
+    # -- reading (httptools callbacks) -------------------------------------------------------------
+
+    def data_received(self, data: bytes) -> None:
+        try:
+            self.parser.feed_data(data)
+        except httptools.HttpParserError as exc:
+            ex = self.exchange
+            self.exchange = None
+            self.close()
+            if ex is not None:
+                ex.on_upstream_lost(f"bad HTTP/1.1 response: {exc}")
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self._headers.append((name.lower(), value))
+
+    def on_headers_complete(self) -> None:
+        ex = self.exchange
+        status = self.parser.get_status_code()
+        if status < 200:
+            self._headers = []
+            return
+        self.keep_alive = self.parser.should_keep_alive()
+        headers: HeaderList = [(b":status", str(status).encode())]
+        headers.extend(forward_response(self._headers))
+        self._headers = []
+        if ex is not None:
+            ex.on_response(headers, False)
+
+    def on_body(self, body: bytes) -> None:
+        ex = self.exchange
+        if ex is None:
+            return
+        self._unacked += len(body)
+        if self._unacked > 1 << 20 and not self._paused and self.transport is not None:
+            self._paused = True
+            self.transport.pause_reading()
+        ex.on_response_data(body, len(body), False)
+
+    def on_message_complete(self) -> None:
+        ex = self.exchange
+        if ex is None:
+            return
+        self.exchange = None
+        ex.on_response_end()
+        if not ex.up_sent_end or not self.keep_alive or self.pool.retired:
+            self.close()
+            self.pool.discard(self)
+        else:
+            self._idle()
+        self.pool.slot_freed()
+
+    def _idle(self) -> None:
+        self.pool.h1_idle.append(self)
+        timeout = self.pool.settings.idle_timeout
+        if timeout > 0:
+            self._idle_timer = self.loop.call_later(timeout, self._idle_expired)
+
+    def _idle_expired(self) -> None:
+        self._idle_timer = None
+        if self.exchange is None:
+            self.close()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.closed = True
+        self.transport = None
+        if self._idle_timer is not None:
+            self._idle_timer.cancel()
+        self.pool.discard(self)
+        ex = self.exchange
+        self.exchange = None
+        if ex is not None and not ex.done:
+            try:
+                self.parser.feed_eof()
+            except httptools.HttpParserError:
+                pass
+            if not ex.done:
+                ex.on_upstream_lost(str(exc) if exc else "closed by pod")
+
+
+def _set_nodelay(sock: object) -> None:
+    import socket
+
+    try:
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)  # type: ignore[attr-defined]
+    except OSError:
+        pass
+
+
+def reason_phrase(status: int) -> bytes:
+    try:
+        return HTTPStatus(status).phrase.encode()
+    except ValueError:
+        return b""
