@@ -73,6 +73,8 @@ class Exchange:
         "up_stream",
         "up_sent_end",
         "http1",
+        "placed_at",
+        "status",
     )
 
     def __init__(
@@ -113,6 +115,10 @@ class Exchange:
         self.done = False
         self.replays = 0
         self.connect_failures = 0
+        # When a pod was first assigned (queue wait = placed_at - started_at); 0.0 until then.
+        self.placed_at = 0.0
+        # Status the client saw (0 = none yet; a reset after the response started keeps its status).
+        self.status = 0
 
     # -- from the client -------------------------------------------------------------------------
 
@@ -201,6 +207,9 @@ class Exchange:
 
     def on_response(self, headers: HeaderList, end_stream: bool) -> None:
         self.response_started = True
+        # Pods send :status first (RFC 9113 §8.3: pseudo-headers precede regular fields).
+        first = headers[0]
+        self.status = int(first[1]) if first[0] == b":status" else 0
         self.client.respond_headers(self, headers, end_stream)
         if end_stream:
             self._finish()
@@ -282,6 +291,7 @@ class Exchange:
             self.client.respond_reset(self, 0x2)
         else:
             self.response_started = True
+            self.status = error.status
             self.service.count_error(error)
             self.client.respond_error(self, error)
         self._finish()

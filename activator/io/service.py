@@ -133,6 +133,8 @@ class ServiceRuntime:
 
     def _place(self, ex: Exchange, pod: PodState) -> None:
         ex.pod = pod
+        if not ex.placed_at:
+            ex.placed_at = self.loop.time()
         pool = self.pools.get(pod.address)
         if pool is None:  # cannot happen while the throttle and pools agree; fail safe
             ex.fail(UpstreamError(f"pod {pod.address} has no connection pool"))
