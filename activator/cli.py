@@ -130,7 +130,8 @@ def _demo(args: argparse.Namespace) -> int:
 def _pod(argv: Sequence[str]) -> int:
     from activator.demopod import main as pod_main
 
-    return pod_main(list(argv))
+    status: int = pod_main(list(argv))
+    return status
 
 
 def parser() -> argparse.ArgumentParser:

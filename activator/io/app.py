@@ -152,7 +152,8 @@ class Activator:
             conn.shutdown()
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self.drain_timeout
-        while loop.time() < deadline and any(c.busy for c in self.connections):
+        # Shutdown only: polling the connections beats a notification hook on the hot path.
+        while loop.time() < deadline and any(c.busy for c in self.connections):  # noqa: ASYNC110
             await asyncio.sleep(0.05)
         for runtime in self.services.values():
             runtime.close()

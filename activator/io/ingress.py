@@ -74,7 +74,7 @@ class Router:
 class IngressSettings:
     """Limits applied to every client connection."""
 
-    __slots__ = ("max_concurrent_streams", "max_header_bytes", "stream_window", "connection_window")
+    __slots__ = ("connection_window", "max_concurrent_streams", "max_header_bytes", "stream_window")
 
     def __init__(
         self,
@@ -270,8 +270,7 @@ class H2Ingress(H2Endpoint):
             return
         exchanges = self.exchanges
         for event in events:
-            t = type(event)
-            if t is h2.events.DataReceived:
+            if isinstance(event, h2.events.DataReceived):
                 ex = exchanges.get(event.stream_id)
                 if ex is not None and not ex.done:
                     ex.on_request_data(event.data, event.flow_controlled_length)
@@ -281,23 +280,23 @@ class H2Ingress(H2Endpoint):
                 if event.stream_ended is not None and ex is not None:
                     ex.on_request_end()
                     self._maybe_forget(ex)
-            elif t is h2.events.RequestReceived:
+            elif isinstance(event, h2.events.RequestReceived):
                 self._on_request(event.stream_id, event.headers, event.stream_ended is not None)
-            elif t is h2.events.StreamEnded:
+            elif isinstance(event, h2.events.StreamEnded):
                 pass  # handled with the frame that carried END_STREAM
-            elif t is h2.events.TrailersReceived:
+            elif isinstance(event, h2.events.TrailersReceived):
                 ex = exchanges.get(event.stream_id)
                 if ex is not None:
                     ex.on_request_trailers(event.headers)
                     self._maybe_forget(ex)
-            elif t is h2.events.WindowUpdated:
+            elif isinstance(event, h2.events.WindowUpdated):
                 self.unblock(event.stream_id)
-            elif t is h2.events.StreamReset:
+            elif isinstance(event, h2.events.StreamReset):
                 ex = exchanges.pop(event.stream_id, None)
                 self.drop_blocked(event.stream_id)
                 if ex is not None:
                     ex.on_client_reset()
-            elif t is h2.events.ConnectionTerminated:
+            elif isinstance(event, h2.events.ConnectionTerminated):
                 self.closing = True
                 if not exchanges and self.transport is not None:
                     self.flush()

@@ -48,7 +48,7 @@ class ReadinessProber:
     async def _probe_until_ready(self, service: ServiceRuntime, address: str) -> None:
         retrying = AsyncRetrying(wait=_WAIT, retry=retry_if_result(lambda ok: ok is False))
         try:
-            ready = await retrying(self._probe_if_listed, service, address)
+            ready: bool | None = await retrying(self._probe_if_listed, service, address)
         finally:
             self._tasks.pop((service.name, address), None)
         if ready:

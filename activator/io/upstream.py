@@ -355,8 +355,7 @@ class H2Upstream(H2Endpoint, asyncio.Protocol):
             return
         streams = self.streams
         for event in events:
-            t = type(event)
-            if t is h2.events.DataReceived:
+            if isinstance(event, h2.events.DataReceived):
                 ex = streams.get(event.stream_id)
                 if ex is not None:
                     end = event.stream_ended is not None
@@ -369,7 +368,7 @@ class H2Upstream(H2Endpoint, asyncio.Protocol):
                     self.conn.acknowledge_received_data(
                         event.flow_controlled_length, event.stream_id
                     )
-            elif t is h2.events.ResponseReceived:
+            elif isinstance(event, h2.events.ResponseReceived):
                 ex = streams.get(event.stream_id)
                 if ex is not None:
                     end = event.stream_ended is not None
@@ -378,28 +377,28 @@ class H2Upstream(H2Endpoint, asyncio.Protocol):
                     ex.on_response(forward_response(event.headers), end)
                     if end:
                         self._response_complete(ex)
-            elif t is h2.events.StreamEnded:
+            elif isinstance(event, h2.events.StreamEnded):
                 # Already handled with the DATA/HEADERS frame that carried END_STREAM.
                 pass
-            elif t is h2.events.TrailersReceived:
+            elif isinstance(event, h2.events.TrailersReceived):
                 ex = streams.pop(event.stream_id, None)
                 if ex is not None:
                     ex.on_response_trailers(forward_response(event.headers))
                     self._response_complete(ex)
-            elif t is h2.events.WindowUpdated:
+            elif isinstance(event, h2.events.WindowUpdated):
                 self.unblock(event.stream_id)
-            elif t is h2.events.StreamReset:
+            elif isinstance(event, h2.events.StreamReset):
                 self._on_reset(event.stream_id, event.error_code)
-            elif t is h2.events.ConnectionTerminated:
-                self._on_goaway(event.last_stream_id or 0, event.error_code)
-            elif t is h2.events.RemoteSettingsChanged:
+            elif isinstance(event, h2.events.ConnectionTerminated):
+                self._on_goaway(event.last_stream_id or 0, int(event.error_code or 0))
+            elif isinstance(event, h2.events.RemoteSettingsChanged):
                 changed = event.changed_settings.get(
                     h2.settings.SettingCodes.MAX_CONCURRENT_STREAMS
                 )
                 if changed is not None:
                     self.peer_max_streams = changed.new_value
                     self.pool.slot_freed()
-            elif t is h2.events.InformationalResponseReceived:
+            elif isinstance(event, h2.events.InformationalResponseReceived):
                 pass  # 1xx from the pod: not forwarded (100-continue is answered at ingress)
         self.flush()
 
@@ -474,6 +473,7 @@ class H1Upstream(asyncio.Protocol):
         self._headers: HeaderList = []
         self._paused = False
         self._unacked = 0
+        self._close_delimited = False
         self._idle_timer: asyncio.TimerHandle | None = None
 
     @property
@@ -610,6 +610,12 @@ class H1Upstream(asyncio.Protocol):
             self._headers = []
             return
         self.keep_alive = self.parser.should_keep_alive()
+        framed = any(n in (b"content-length", b"transfer-encoding") for n, _ in self._headers)
+        self._close_delimited = (
+            not framed
+            and status not in (204, 304)
+            and (self.exchange is None or self.exchange.method != b"HEAD")
+        )
         headers: HeaderList = [(b":status", str(status).encode())]
         headers.extend(forward_response(self._headers))
         self._headers = []
@@ -659,11 +665,10 @@ class H1Upstream(asyncio.Protocol):
         ex = self.exchange
         self.exchange = None
         if ex is not None and not ex.done:
-            try:
-                self.parser.feed_eof()
-            except httptools.HttpParserError:
-                pass
-            if not ex.done:
+            if self._close_delimited and ex.response_started:
+                # RFC 9112 §6.3: no Content-Length and not chunked - the close ends the body.
+                ex.on_response_end()
+            else:
                 ex.on_upstream_lost(str(exc) if exc else "closed by pod")
 
 
