@@ -139,13 +139,17 @@ def test_config_change_rolls_pods_and_other_changes_do_not(helm: Helm) -> None:
 
 
 def test_workers_and_extra_args_reach_the_command_line(helm: Helm) -> None:
-    container = helm.template({"workers": 4, "extraArgs": ["--log-level", "debug"]}).container
+    container = helm.template(
+        {"workers": 4, "drain": {"timeoutSeconds": 20}, "extraArgs": ["--log-level", "debug"]}
+    ).container
     assert container["args"] == [
         "serve",
         "--config",
         "/etc/activator/config.yaml",
         "--workers",
         "4",
+        "--drain-timeout",
+        "20",
         "--log-level",
         "debug",
     ]
