@@ -1,0 +1,52 @@
+"""Replay decisions and connection choice: pure functions, checked over their whole input space."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from hypothesis import given
+from hypothesis import strategies as st
+
+from activator.core.pool_policy import PoolAction, choose_connection
+from activator.core.retry import ReplayVerdict, decide_replay
+
+
+@given(st.integers(0, 10), st.integers(0, 10), st.booleans())
+def test_replay_only_whole_bodies_within_the_limit(
+    replays: int, limit: int, overflow: bool
+) -> None:
+    verdict = decide_replay(replays=replays, max_replays=limit, body_overflowed=overflow)
+    if overflow:
+        assert verdict is ReplayVerdict.BODY_TOO_LARGE
+    elif replays >= limit:
+        assert verdict is ReplayVerdict.TOO_MANY
+    else:
+        assert verdict is ReplayVerdict.REPLAY
+
+
+@dataclass
+class Conn:
+    usable: bool
+    active_streams: int
+    max_streams: int
+
+
+conns = st.lists(st.builds(Conn, st.booleans(), st.integers(0, 5), st.integers(1, 5)), max_size=6)
+
+
+@given(conns, st.integers(1, 8))
+def test_choose_connection(connections: list[Conn], limit: int) -> None:
+    choice = choose_connection(connections, limit)
+    free = [c for c in connections if c.usable and c.active_streams < c.max_streams]
+    if free:
+        # The oldest usable connection with room: load concentrates, extras go idle.
+        assert choice is free[0]
+    elif sum(c.usable for c in connections) < limit:
+        assert choice is PoolAction.OPEN
+    else:
+        assert choice is PoolAction.WAIT
+
+
+def test_draining_connection_is_never_chosen() -> None:
+    draining = Conn(usable=False, active_streams=0, max_streams=100)
+    assert choose_connection([draining], 1) is PoolAction.OPEN
