@@ -74,6 +74,18 @@ __all__ = [
 UpstreamProtocol = Literal["h2c", "http1", "https"]
 UPSTREAM_PROTOCOLS: Final[tuple[UpstreamProtocol, ...]] = ("h2c", "http1", "https")
 
+# Common ways of naming a protocol, mapped to the spelling the configuration uses.
+_UPSTREAM_HINTS: Final[dict[str, str]] = {
+    "http": "http1",
+    "http/1.1": "http1",
+    "http1.1": "http1",
+    "h1": "http1",
+    "h2": "h2c",
+    "http2": "h2c",
+    "grpc": "h2c",
+    "tls": "https",
+}
+
 _KIB: Final = 1024
 _MIB: Final = 1024 * 1024
 
@@ -557,16 +569,26 @@ class _Parser:
             self.fail(node, path, f'port 0 is not a valid destination in "{value}"')
         return value
 
-    def choice(self, node: Node, path: str, choices: Sequence[str]) -> str:
+    def choice(
+        self,
+        node: Node,
+        path: str,
+        choices: Sequence[str],
+        hints: dict[str, str] | None = None,
+    ) -> str:
+        """One of ``choices``; on error, suggest the intended one from ``hints`` or spelling."""
         value = self.scalar(node, path)
         if isinstance(value, str) and value in choices:
             return value
         expected = ", ".join(f'"{choice}"' for choice in choices)
         message = f"expected one of {expected}, got {self.show(node)}"
         if isinstance(value, str):
-            close = difflib.get_close_matches(value, choices, n=1, cutoff=0.5)
-            if close:
-                message += f'; did you mean "{close[0]}"?'
+            suggestion = (hints or {}).get(value.lower())
+            if suggestion is None:
+                close = difflib.get_close_matches(value, choices, n=1, cutoff=0.5)
+                suggestion = close[0] if close else None
+            if suggestion is not None:
+                message += f'; did you mean "{suggestion}"?'
         self.fail(node, path, message)
 
     # Sections.
@@ -752,7 +774,7 @@ class _Parser:
                 entries,
                 "upstream",
                 path,
-                lambda node, path: self.choice(node, path, UPSTREAM_PROTOCOLS),
+                lambda node, path: self.choice(node, path, UPSTREAM_PROTOCOLS, _UPSTREAM_HINTS),
                 "h2c",
             ),
         )
