@@ -50,6 +50,8 @@ class Exchange:
     """State of one proxied request. Created by ingress, placed by :class:`ServiceRuntime`."""
 
     __slots__ = (
+        "activity",
+        "activity_seen",
         "client",
         "client_ack_pending",
         "client_stream",
@@ -58,6 +60,7 @@ class Exchange:
         "grpc",
         "headers",
         "http1",
+        "idle_ticks",
         "method",
         "pending",
         "placed_at",
@@ -119,11 +122,17 @@ class Exchange:
         self.placed_at = 0.0
         # Status the client saw (0 = none yet; a reset after the response started keeps its status).
         self.status = 0
+        # Body chunks seen either way; the service's once-a-second sweep compares it with the value it
+        # saw last time to find idle exchanges without a clock read per chunk.
+        self.activity = 0
+        self.activity_seen = 0
+        self.idle_ticks = 0
 
     # -- from the client -------------------------------------------------------------------------
 
     def on_request_data(self, data: bytes, flow_len: int) -> None:
         """Body bytes from the client; ``flow_len`` is what the client's flow-control window paid."""
+        self.activity += 1
         replay = self.replay
         limit = self.service.replay_limit
         if replay is not None and self.replay_bytes + len(data) <= limit:
@@ -215,6 +224,7 @@ class Exchange:
             self._finish()
 
     def on_response_data(self, data: bytes, flow_len: int, end_stream: bool) -> None:
+        self.activity += 1
         self.client.respond_data(self, data, flow_len, end_stream)
         if end_stream:
             self._finish()

@@ -13,7 +13,13 @@ from typing import TYPE_CHECKING
 from activator.config import ServiceConfig
 from activator.core.accounting import ConcurrencyTracker
 from activator.core.balancer import PodState
-from activator.core.errors import ActivatorError, QueueTimeout, Unavailable, UpstreamError
+from activator.core.errors import (
+    ActivatorError,
+    QueueTimeout,
+    ResponseTimeout,
+    Unavailable,
+    UpstreamError,
+)
 from activator.core.retry import ReplayReason
 from activator.core.throttle import Rejected, ServiceThrottle
 from activator.io.upstream import PodPool, UpstreamSettings
@@ -25,6 +31,9 @@ log = logging.getLogger("activator.service")
 
 # Connect failures a request survives (each retried on another pod after a jittered backoff).
 MAX_CONNECT_ATTEMPTS = 3
+# Resolution of the response-start, idle and max-duration timeouts: one sweep over in-flight exchanges
+# per second costs nothing per request, unlike a timer per stream.
+SWEEP_INTERVAL = 1.0
 
 
 class ServiceRuntime:
@@ -70,6 +79,10 @@ class ServiceRuntime:
         self.on_queued: Callable[[ServiceRuntime], None] | None = None
         # Called when an exchange finishes, with its status class for metrics (set by the app).
         self.on_finished: Callable[[Exchange], None] | None = None
+        timeouts = config.timeouts
+        self._sweep_timer: asyncio.TimerHandle | None = None
+        if timeouts.response_start > 0 or timeouts.idle > 0 or timeouts.max_duration > 0:
+            self._sweep_timer = loop.call_later(SWEEP_INTERVAL, self._sweep)
 
     # -- pods --------------------------------------------------------------------------------------
 
@@ -198,6 +211,36 @@ class ServiceRuntime:
             self._place_grants(self.throttle.release(pod, self.loop.time()))
         self._acquire(ex, self.loop.time())
 
+    # -- timeouts ----------------------------------------------------------------------------------
+
+    def _sweep(self) -> None:
+        self._sweep_timer = self.loop.call_later(SWEEP_INTERVAL, self._sweep)
+        now = self.loop.time()
+        timeouts = self.config.timeouts
+        for pool in list(self.pools.values()):
+            for ex in pool.exchanges():
+                if ex.done:
+                    continue
+                if ex.activity != ex.activity_seen:
+                    ex.activity_seen = ex.activity
+                    ex.idle_ticks = 0
+                else:
+                    ex.idle_ticks += 1
+                error = None
+                if timeouts.max_duration > 0 and now - ex.started_at >= timeouts.max_duration:
+                    error = f"exceeded the maximum duration of {timeouts.max_duration:g}s"
+                elif (
+                    timeouts.response_start > 0
+                    and not ex.response_started
+                    and ex.placed_at
+                    and now - ex.placed_at >= timeouts.response_start
+                ):
+                    error = f"pod did not start a response within {timeouts.response_start:g}s"
+                elif timeouts.idle > 0 and ex.idle_ticks * SWEEP_INTERVAL >= timeouts.idle:
+                    error = f"no data either way for {timeouts.idle:g}s"
+                if error is not None:
+                    ex.fail(ResponseTimeout(f"service {self.name}: {error}"))
+
     # -- ending ------------------------------------------------------------------------------------
 
     def finished(self, ex: Exchange) -> None:
@@ -223,6 +266,9 @@ class ServiceRuntime:
         self.replay_failures[key] = self.replay_failures.get(key, 0) + 1
 
     def close(self) -> None:
+        if self._sweep_timer is not None:
+            self._sweep_timer.cancel()
+            self._sweep_timer = None
         if self._expiry is not None:
             self._expiry.cancel()
             self._expiry = None

@@ -73,6 +73,7 @@ class PodPool:
         self.loop = loop
         self.h2: list[H2Upstream] = []
         self.h1_idle: list[H1Upstream] = []
+        self.h1_busy: set[H1Upstream] = set()
         self.h1_count = 0
         self.waiting: deque[Exchange] = deque()
         self.retired = False
@@ -109,10 +110,12 @@ class PodPool:
         while self.h1_idle:
             conn = self.h1_idle.pop()
             if conn.usable:
+                self.h1_busy.add(conn)
                 conn.start(ex)
                 return
         conn1 = H1Upstream(self)
         self.h1_count += 1
+        self.h1_busy.add(conn1)
         conn1.exchange = ex
         self.loop.create_task(self._connect(conn1))
 
@@ -136,6 +139,7 @@ class PodPool:
                 self.h2.remove(conn)
         else:
             self.h1_count -= 1
+            self.h1_busy.discard(conn)
             if conn in self.h1_idle:
                 self.h1_idle.remove(conn)
         self.slot_freed()
@@ -162,6 +166,16 @@ class PodPool:
     @property
     def connection_count(self) -> int:
         return len(self.h2) + self.h1_count
+
+    def exchanges(self) -> list[Exchange]:
+        """Exchanges running on this pod's connections (for the timeout sweep)."""
+        out: list[Exchange] = []
+        for conn in self.h2:
+            out.extend(conn.streams.values())
+        for h1 in self.h1_busy:
+            if h1.exchange is not None:
+                out.append(h1.exchange)
+        return out
 
 
 class H2Upstream(H2Endpoint, asyncio.Protocol):
@@ -646,6 +660,7 @@ class H1Upstream(asyncio.Protocol):
         self.pool.slot_freed()
 
     def _idle(self) -> None:
+        self.pool.h1_busy.discard(self)
         self.pool.h1_idle.append(self)
         timeout = self.pool.settings.idle_timeout
         if timeout > 0:
