@@ -7,7 +7,7 @@ callers (and tests) control it.
 from __future__ import annotations
 
 import random
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 __all__ = ["PodState", "pick_least_loaded"]
@@ -65,6 +65,17 @@ def pick_least_loaded(candidates: Sequence[PodState], rng: random.Random) -> Pod
         The chosen pod, or ``None`` when no candidate has a free slot. With exactly one eligible
         pod, that pod; with exactly two, the less loaded of them.
     """
+    total = len(candidates)
+    draw = rng.random
+    if total > _SAMPLE_DIRECTLY_ABOVE:
+        # Large pod sets: rejection-sample two distinct eligible pods straight from the
+        # candidates, which is uniform over the eligible ones and O(1) when most pods have room;
+        # fall back to the scan below when free slots are scarce.
+        first = _draw_eligible(candidates, total, draw, None)
+        if first is not None:
+            second = _draw_eligible(candidates, total, draw, first)
+            if second is not None:
+                return _lighter(first, second, draw)
     # Inlined has_free_slot(): this runs for every request, so avoid a method call per pod.
     eligible = [
         pod
@@ -77,17 +88,47 @@ def pick_least_loaded(candidates: Sequence[PodState], rng: random.Random) -> Pod
     if count == 1:
         return eligible[0]
     if count == 2:
-        first, second = eligible
-    else:
-        # Two distinct indices, uniformly: draw the second from the count - 1 others.
-        first_index = rng.randrange(count)
-        second_index = rng.randrange(count - 1)
-        if second_index >= first_index:
-            second_index += 1
-        first = eligible[first_index]
-        second = eligible[second_index]
+        return _lighter(eligible[0], eligible[1], draw)
+    # Two distinct indices, uniformly: draw the second from the count - 1 others.
+    # int(random() * n) rather than randrange(n): the same distribution for pod-set sizes,
+    # several times cheaper, and this is the per-request path.
+    first_index = int(draw() * count)
+    second_index = int(draw() * (count - 1))
+    if second_index >= first_index:
+        second_index += 1
+    return _lighter(eligible[first_index], eligible[second_index], draw)
+
+
+# Above this many candidates, sample before scanning.
+_SAMPLE_DIRECTLY_ABOVE = 16
+# Draws per pod before giving up on sampling and scanning instead.
+_SAMPLE_ATTEMPTS = 4
+
+
+def _draw_eligible(
+    candidates: Sequence[PodState],
+    total: int,
+    draw: Callable[[], float],
+    other: PodState | None,
+) -> PodState | None:
+    """A uniformly drawn candidate with a free slot other than ``other``, or None if the few
+    allowed draws all missed."""
+    for _ in range(_SAMPLE_ATTEMPTS):
+        pod = candidates[int(draw() * total)]
+        if (
+            pod is not other
+            and pod.ready
+            and not pod.removed
+            and (pod.capacity == 0 or pod.in_flight < pod.capacity)
+        ):
+            return pod
+    return None
+
+
+def _lighter(first: PodState, second: PodState, draw: Callable[[], float]) -> PodState:
+    """The pod with fewer requests in flight; a fair coin on a tie."""
     if first.in_flight < second.in_flight:
         return first
     if second.in_flight < first.in_flight:
         return second
-    return first if rng.random() < 0.5 else second
+    return first if draw() < 0.5 else second

@@ -114,7 +114,7 @@ class TestPickLeastLoaded:
     @given(
         loads=st.lists(
             st.tuples(st.integers(0, 5), st.booleans(), st.booleans(), st.integers(0, 4)),
-            max_size=8,
+            max_size=40,
         ),
         seed=st.integers(0, 2**32),
     )
@@ -151,3 +151,54 @@ def test_every_pair_is_drawn(count: int) -> None:
     rng = random.Random(count)
     chosen = {pick_least_loaded(pods, rng) for _ in range(3000)}
     assert chosen == set(pods[:-1])
+
+
+class TestLargePodSets:
+    """Above 16 candidates the pick samples before it scans; the rules must not change."""
+
+    def test_single_eligible_among_many(self) -> None:
+        pods = [ready_pod(f"p{i}:1", in_flight=1, capacity=1) for i in range(40)]
+        pods[17].in_flight = 0
+        for seed in range(50):
+            assert pick_least_loaded(pods, random.Random(seed)) is pods[17]
+
+    def test_two_eligible_among_many_picks_the_lighter(self) -> None:
+        pods = [ready_pod(f"p{i}:1") for i in range(40)]
+        for pod in pods:
+            pod.ready = False
+        pods[3].ready = pods[30].ready = True
+        pods[3].in_flight = 5
+        pods[30].in_flight = 4
+        for seed in range(50):
+            assert pick_least_loaded(pods, random.Random(seed)) is pods[30]
+
+    def test_none_eligible_among_many(self) -> None:
+        pods = [PodState(f"p{i}:1") for i in range(40)]
+        assert pick_least_loaded(pods, random.Random(0)) is None
+
+    def test_ineligible_never_chosen_and_heaviest_never_chosen(self) -> None:
+        pods = [ready_pod(f"p{i}:1", in_flight=i % 5, capacity=4) for i in range(60)]
+        pods[59].capacity = 0
+        pods[59].in_flight = 100  # the unique heaviest eligible pod
+        rng = random.Random(2)
+        chosen = Counter(pick_least_loaded(pods, rng) for _ in range(5000))
+        assert None not in chosen
+        assert all(pod is not None and pod.has_free_slot() for pod in chosen)
+        assert pods[59] not in chosen
+        assert all(pod is not None and pod.in_flight < 4 for pod in chosen)
+
+    def test_equal_load_reaches_every_pod(self) -> None:
+        pods = [ready_pod(f"p{i}:1") for i in range(50)]
+        rng = random.Random(4)
+        chosen = Counter(pick_least_loaded(pods, rng) for _ in range(5000))
+        assert set(chosen) == set(pods)
+
+    def test_balances_many_pods(self) -> None:
+        pods = [ready_pod(f"p{i}:1") for i in range(32)]
+        rng = random.Random(9)
+        for _ in range(3200):
+            pod = pick_least_loaded(pods, rng)
+            assert pod is not None
+            pod.in_flight += 1
+        loads = [pod.in_flight for pod in pods]
+        assert max(loads) - min(loads) <= 4
