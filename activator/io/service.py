@@ -79,10 +79,8 @@ class ServiceRuntime:
         self.on_queued: Callable[[ServiceRuntime], None] | None = None
         # Called when an exchange finishes, with its status class for metrics (set by the app).
         self.on_finished: Callable[[Exchange], None] | None = None
-        timeouts = config.timeouts
-        self._sweep_timer: asyncio.TimerHandle | None = None
-        if timeouts.response_start > 0 or timeouts.idle > 0 or timeouts.max_duration > 0:
-            self._sweep_timer = loop.call_later(SWEEP_INTERVAL, self._sweep)
+        # The sweep also PINGs silent upstream connections, so it always runs.
+        self._sweep_timer: asyncio.TimerHandle | None = loop.call_later(SWEEP_INTERVAL, self._sweep)
 
     # -- pods --------------------------------------------------------------------------------------
 
@@ -218,6 +216,8 @@ class ServiceRuntime:
         now = self.loop.time()
         timeouts = self.config.timeouts
         for pool in list(self.pools.values()):
+            for conn in list(pool.h2):
+                conn.tick(SWEEP_INTERVAL)
             for ex in pool.exchanges():
                 if ex.done:
                     continue

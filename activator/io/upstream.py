@@ -51,6 +51,9 @@ class UpstreamSettings:
     # responses, small enough to bound what a slow client can make us hold (per stream).
     stream_window: int = 1 << 20
     connection_window: int = 16 << 20
+    # A connection silent this long gets a PING; one that then stays silent as long again is dead
+    # (a partitioned pod sends no RST, so only a PING finds it).
+    ping_after: float = 10.0
     ssl_context: ssl.SSLContext | None = None
 
 
@@ -201,6 +204,11 @@ class H2Upstream(H2Endpoint, asyncio.Protocol):
         self.draining = False
         self.peer_max_streams = ASSUMED_MAX_STREAMS
         self._idle_timer: asyncio.TimerHandle | None = None
+        # Liveness without a clock read per read: the sweep compares these counters once a second.
+        self.reads = 0
+        self._reads_seen = 0
+        self._silent_for = 0.0
+        self._ping_sent = False
 
     # ConnectionView for the pool policy.
     @property
@@ -358,7 +366,33 @@ class H2Upstream(H2Endpoint, asyncio.Protocol):
 
     # -- reading -----------------------------------------------------------------------------------
 
+    def tick(self, interval: float) -> None:
+        """Called once per ``interval`` seconds: PING a silent connection, retire a dead one."""
+        if not self.connected or self.closed:
+            return
+        if self.reads != self._reads_seen:
+            self._reads_seen = self.reads
+            self._silent_for = 0.0
+            self._ping_sent = False
+            return
+        self._silent_for += interval
+        ping_after = self.pool.settings.ping_after
+        if ping_after <= 0 or self._silent_for < ping_after:
+            return
+        if not self._ping_sent:
+            self._ping_sent = True
+            self._silent_for = 0.0
+            try:
+                self.conn.ping(b"activatr")
+            except h2.exceptions.ProtocolError:
+                return
+            self.flush()
+        elif self.transport is not None:
+            log.warning("pod %s: no answer to PING; closing the connection", self.pool.address)
+            self.transport.abort()
+
     def data_received(self, data: bytes) -> None:
+        self.reads += 1
         try:
             events = self.conn.receive_data(data)
         except h2.exceptions.ProtocolError as exc:
