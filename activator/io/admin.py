@@ -1,7 +1,19 @@
-"""The admin API (aiohttp): liveness, readiness, status of services, endpoint updates, metrics."""
+"""The admin API (aiohttp): liveness, readiness, status of services, endpoint updates, metrics and
+the pull form of the autoscaler report.
+
+* ``GET /healthz``: 200 while the process serves the admin API at all (liveness).
+* ``GET /readyz``: 200 while serving, 503 once draining (readiness: take it out of the Service).
+* ``GET /metrics``: Prometheus metrics (:mod:`activator.io.metrics`).
+* ``GET /v1/services``, ``GET /v1/services/{name}``: status of the services as JSON.
+* ``PUT /v1/services/{name}/endpoints``: replace a service's pods with
+  ``{"endpoints": ["host:port", ...]}``; an empty list scales it to zero.
+* ``GET /v1/concurrency``: the autoscaler report (:mod:`activator.io.reporter`) over the window
+  since the previous pull.
+"""
 
 from __future__ import annotations
 
+import asyncio
 import json
 from typing import TYPE_CHECKING, Any
 
@@ -11,6 +23,8 @@ from activator.config import parse_hostport
 
 if TYPE_CHECKING:
     from activator.io.app import Activator
+    from activator.io.metrics import ActivatorMetrics
+    from activator.io.reporter import AutoscalerReporter
     from activator.io.service import ServiceRuntime
 
 
@@ -59,9 +73,18 @@ class AdminServer:
                 web.get("/v1/services", self.list_services),
                 web.get("/v1/services/{name}", self.get_service),
                 web.put("/v1/services/{name}/endpoints", self.put_endpoints),
+                web.get("/metrics", self.metrics_text),
+                web.get("/v1/concurrency", self.concurrency),
             ]
         )
         self._runner: web.AppRunner | None = None
+        self.metrics: ActivatorMetrics | None = None
+        self.reporter: AutoscalerReporter | None = None
+
+    def attach(self, metrics: ActivatorMetrics, reporter: AutoscalerReporter) -> None:
+        """Serve ``/metrics`` from ``metrics`` and ``/v1/concurrency`` from ``reporter``."""
+        self.metrics = metrics
+        self.reporter = reporter
 
     async def start(self, address: str) -> int:
         host, port = parse_hostport(address)
@@ -78,8 +101,6 @@ class AdminServer:
             await self._runner.cleanup()
 
     def _now(self) -> float:
-        import asyncio
-
         return asyncio.get_running_loop().time()
 
     async def healthz(self, request: web.Request) -> web.Response:
@@ -105,20 +126,66 @@ class AdminServer:
         name = request.match_info["name"]
         if name not in self.activator.services:
             return _error(404, f"no service named {name!r}")
+        raw = await request.read()
         try:
-            body = json.loads(await request.read())
+            body = json.loads(raw)
         except (ValueError, UnicodeDecodeError) as exc:
             return _error(400, f"body is not JSON: {exc}")
-        endpoints = body.get("endpoints") if isinstance(body, dict) else None
-        if not isinstance(endpoints, list) or not all(isinstance(e, str) for e in endpoints):
-            return _error(400, 'body must be {"endpoints": ["host:port", ...]}')
-        for endpoint in endpoints:
-            try:
-                parse_hostport(endpoint)
-            except ValueError as exc:
-                return _error(400, f"endpoint {endpoint!r}: {exc}")
+        endpoints, problem = parse_endpoints_body(body)
+        if problem:
+            return _error(400, problem)
         self.activator.set_endpoints(name, endpoints)
         return web.json_response(service_status(self.activator.services[name], self._now()))
+
+    async def metrics_text(self, request: web.Request) -> web.Response:
+        if self.metrics is None:
+            return _error(503, "metrics are not set up yet")
+        body, content_type = self.metrics.exposition(request.headers.get("Accept", ""))
+        return web.Response(body=body, headers={"Content-Type": content_type})
+
+    async def concurrency(self, request: web.Request) -> web.Response:
+        if self.reporter is None:
+            return _error(503, "reporting is not set up yet")
+        return web.json_response(self.reporter.pull())
+
+
+def parse_endpoints_body(body: object) -> tuple[list[str], str]:
+    """The endpoints of a ``PUT .../endpoints`` body, or an empty list and what is wrong with it."""
+    usage = 'body must be {"endpoints": ["host:port", ...]}'
+    if not isinstance(body, dict):
+        return [], f"{usage}, got a JSON {_json_kind(body)}"
+    unknown = sorted(set(body) - {"endpoints"})
+    if unknown:
+        return [], f"{usage}; unknown key {unknown[0]!r}"
+    if "endpoints" not in body:
+        return [], f'{usage}; "endpoints" is missing'
+    endpoints = body["endpoints"]
+    if not isinstance(endpoints, list):
+        return [], f'{usage}; "endpoints" is a JSON {_json_kind(endpoints)}'
+    for index, endpoint in enumerate(endpoints):
+        if not isinstance(endpoint, str):
+            return [], f'endpoints[{index}]: expected a "host:port" string, got {endpoint!r}'
+        try:
+            _host, port = parse_hostport(endpoint)
+        except ValueError as exc:
+            return [], f"endpoints[{index}]: {exc}"
+        if port == 0:
+            return [], f"endpoints[{index}]: port 0 is not a valid destination"
+    return list(endpoints), ""
+
+
+def _json_kind(value: object) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "boolean"
+    if isinstance(value, int | float):
+        return "number"
+    if isinstance(value, str):
+        return "string"
+    if isinstance(value, list):
+        return "array"
+    return "object"
 
 
 def _error(status: int, message: str) -> web.Response:

@@ -1,0 +1,328 @@
+"""Prometheus metrics of one activator, in a registry of its own.
+
+Two kinds of series:
+
+* Per-request counters and histograms (requests by code and protocol, request duration, queue
+  wait) are updated when an exchange finishes. Their label children are resolved once per service
+  (and once per status code and protocol seen), so the per-request cost is a dict lookup and two
+  or three observations, with no string formatting.
+* Everything that is a level (in flight, queue, pods, upstream connections) or already counted by
+  the data path (GOAWAYs, replays) is read from the services when Prometheus scrapes, by a custom
+  collector, so the data path never touches a gauge.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Final
+
+from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.exposition import choose_encoder
+
+if TYPE_CHECKING:
+    from activator.io.exchange import Exchange
+    from activator.io.service import ServiceRuntime
+
+__all__ = [
+    "QUEUE_WAIT_BUCKETS",
+    "REQUEST_DURATION_BUCKETS",
+    "ActivatorMetrics",
+    "ReportingCounters",
+    "protocol_label",
+]
+
+# Request durations: sub-millisecond proxying up to long cold starts and streaming calls.
+REQUEST_DURATION_BUCKETS: Final = (
+    0.001,
+    0.005,
+    0.01,
+    0.025,
+    0.05,
+    0.1,
+    0.25,
+    0.5,
+    1.0,
+    2.5,
+    5.0,
+    10.0,
+    30.0,
+    60.0,
+    120.0,
+    300.0,
+)
+# Queue wait is 0 for a warm service and seconds for a cold start: fine at both ends.
+QUEUE_WAIT_BUCKETS: Final = (
+    0.0005,
+    0.001,
+    0.005,
+    0.01,
+    0.025,
+    0.05,
+    0.1,
+    0.25,
+    0.5,
+    1.0,
+    2.0,
+    5.0,
+    10.0,
+    20.0,
+    30.0,
+    60.0,
+    120.0,
+)
+
+
+def protocol_label(http1: bool, grpc: bool) -> str:
+    """The ``protocol`` label of a request: ``grpc``, ``http1`` (HTTP/1.1 client) or ``h2``."""
+    if grpc:
+        return "grpc"
+    return "http1" if http1 else "h2"
+
+
+@dataclass(slots=True)
+class ReportingCounters:
+    """Outcome counts of the autoscaler reports, kept by the reporter and exported here.
+
+    Attributes:
+        sent: Reports the autoscaler accepted (2xx).
+        failed: Attempts that failed (connection error, timeout, non-2xx answer).
+        dropped: Reports given up on: retries ran out, or the next report was due first.
+        pokes: Immediate reports triggered by queued requests (scale from zero, growing queue).
+    """
+
+    sent: int = 0
+    failed: int = 0
+    dropped: int = 0
+    pokes: int = 0
+
+
+class _ServiceSeries:
+    """One service's per-request series, with label children resolved ahead of time."""
+
+    __slots__ = ("_clock", "_duration", "_queue_wait", "_requests", "_requests_metric", "name")
+
+    def __init__(
+        self,
+        name: str,
+        requests: Counter,
+        duration: Histogram,
+        queue_wait: Histogram,
+        clock: Callable[[], float],
+    ) -> None:
+        self.name = name
+        self._clock = clock
+        self._requests_metric = requests
+        # (status, http1, grpc) -> counter child; filled on first sight of each combination.
+        self._requests: dict[tuple[int, bool, bool], Any] = {}
+        self._duration = duration.labels(name)
+        self._queue_wait = queue_wait.labels(name)
+
+    def observe(self, ex: Exchange) -> None:
+        """Count one finished exchange (installed as the service's ``on_finished`` hook)."""
+        key = (ex.status, ex.http1, ex.grpc)
+        child = self._requests.get(key)
+        if child is None:
+            child = self._resolve(key)
+        child.inc()
+        self._duration.observe(self._clock() - ex.started_at)
+        placed_at = ex.placed_at
+        if placed_at:
+            self._queue_wait.observe(placed_at - ex.started_at)
+
+    def _resolve(self, key: tuple[int, bool, bool]) -> Any:
+        status, http1, grpc = key
+        child = self._requests_metric.labels(self.name, str(status), protocol_label(http1, grpc))
+        self._requests[key] = child
+        return child
+
+
+class _Families:
+    """The scrape-time metric families, fresh for every scrape."""
+
+    def __init__(self) -> None:
+        service = ["service"]
+        self.in_flight = GaugeMetricFamily(
+            "activator_in_flight",
+            "Requests in flight through the activator, queued ones included: HTTP/2 streams "
+            "(kind=stream) and HTTP/1.1 client connections busy with a request "
+            "(kind=http1_connection).",
+            labels=["service", "kind"],
+        )
+        self.queue_depth = GaugeMetricFamily(
+            "activator_queue_depth", "Requests waiting for a pod with a free slot.", labels=service
+        )
+        self.queue_bytes = GaugeMetricFamily(
+            "activator_queue_bytes",
+            "Request body bytes buffered by requests waiting for a pod.",
+            labels=service,
+        )
+        self.queue_age = GaugeMetricFamily(
+            "activator_queue_oldest_age_seconds",
+            "How long the oldest waiting request has waited (0 when none waits).",
+            labels=service,
+        )
+        self.ready_pods = GaugeMetricFamily(
+            "activator_ready_pods", "Pods that are ready to take requests.", labels=service
+        )
+        self.pods = GaugeMetricFamily(
+            "activator_pods", "Pods in the service's endpoints, ready or not.", labels=service
+        )
+        self.connections = GaugeMetricFamily(
+            "activator_upstream_connections",
+            "Connections open (or opening) to the service's pods.",
+            labels=service,
+        )
+        self.goaways = CounterMetricFamily(
+            "activator_goaways_received",
+            "GOAWAY frames received from pods (RFC 9113 section 6.8).",
+            labels=service,
+        )
+        self.replays = CounterMetricFamily(
+            "activator_replays",
+            "Requests sent again because a pod provably did not process them, by reason "
+            "(goaway, refused_stream, connect_failed).",
+            labels=["service", "reason"],
+        )
+        self.replay_failures = CounterMetricFamily(
+            "activator_replay_failures",
+            "Unprocessed requests that could not be replayed (body past the replay buffer, or "
+            "too many replays) and failed, by reason.",
+            labels=["service", "reason"],
+        )
+        self.reports = CounterMetricFamily(
+            "activator_autoscaler_reports",
+            "Concurrency reports pushed to the autoscaler, by result: sent, failed (attempts) "
+            "and dropped (reports given up on).",
+            labels=["result"],
+        )
+        self.pokes = CounterMetricFamily(
+            "activator_autoscaler_pokes",
+            "Immediate reports triggered by queued requests (scale from zero, growing queue).",
+            labels=[],
+        )
+
+    def all(self) -> list[Metric]:
+        return [
+            self.in_flight,
+            self.queue_depth,
+            self.queue_bytes,
+            self.queue_age,
+            self.ready_pods,
+            self.pods,
+            self.connections,
+            self.goaways,
+            self.replays,
+            self.replay_failures,
+            self.reports,
+            self.pokes,
+        ]
+
+
+class _LevelsCollector:
+    """Reads levels and data-path counters from the services at scrape time."""
+
+    def __init__(
+        self, services: list[ServiceRuntime], reporting: Callable[[], ReportingCounters | None]
+    ) -> None:
+        self._services = services
+        self._reporting = reporting
+
+    def describe(self) -> list[Metric]:
+        # Names only, for the registry's duplicate check; no service is read.
+        return _Families().all()
+
+    def collect(self) -> list[Metric]:
+        families = _Families()
+        for runtime in self._services:
+            name = runtime.name
+            throttle = runtime.throttle
+            families.in_flight.add_metric([name, "stream"], runtime.streams.current)
+            families.in_flight.add_metric([name, "http1_connection"], runtime.http1.current)
+            families.queue_depth.add_metric([name], throttle.queue_depth)
+            families.queue_bytes.add_metric([name], throttle.queue_bytes)
+            families.queue_age.add_metric([name], throttle.queued_age(runtime.loop.time()))
+            families.ready_pods.add_metric([name], throttle.ready_pods)
+            families.pods.add_metric(
+                [name], sum(1 for pod in throttle.pods.values() if not pod.removed)
+            )
+            families.connections.add_metric(
+                [name], sum(len(pool.h2) + pool.h1_count for pool in runtime.pools.values())
+            )
+            families.goaways.add_metric([name], runtime.goaways_total)
+            for reason, count in sorted(runtime.replays_total.items()):
+                families.replays.add_metric([name, reason], count)
+            for reason, count in sorted(runtime.replay_failures.items()):
+                families.replay_failures.add_metric([name, reason], count)
+        counters = self._reporting()
+        if counters is not None:
+            families.reports.add_metric(["sent"], counters.sent)
+            families.reports.add_metric(["failed"], counters.failed)
+            families.reports.add_metric(["dropped"], counters.dropped)
+            families.pokes.add_metric([], counters.pokes)
+        return families.all()
+
+
+class ActivatorMetrics:
+    """The metrics of one activator's services, in a private :class:`CollectorRegistry`.
+
+    :meth:`install` hooks every service's ``on_finished``; the rest is read at scrape time.
+    """
+
+    def __init__(self, services: Iterable[ServiceRuntime]) -> None:
+        self.services = list(services)
+        self.registry = CollectorRegistry(auto_describe=True)
+        self.reporting: ReportingCounters | None = None
+        self.requests = Counter(
+            "activator_requests",
+            "Requests finished, by service, status code sent to the client (0: none, the "
+            "client went away first) and client protocol (h2, http1, grpc).",
+            ["service", "code", "protocol"],
+            registry=self.registry,
+        )
+        self.request_duration = Histogram(
+            "activator_request_duration_seconds",
+            "Seconds from the request's headers to the end of the exchange, queue wait included.",
+            ["service"],
+            buckets=REQUEST_DURATION_BUCKETS,
+            registry=self.registry,
+        )
+        self.queue_wait = Histogram(
+            "activator_queue_wait_seconds",
+            "Seconds requests waited for a pod before being sent to one (cold starts show here).",
+            ["service"],
+            buckets=QUEUE_WAIT_BUCKETS,
+            registry=self.registry,
+        )
+        self.registry.register(_LevelsCollector(self.services, lambda: self.reporting))
+        self._series = {
+            runtime.name: _ServiceSeries(
+                runtime.name,
+                self.requests,
+                self.request_duration,
+                self.queue_wait,
+                runtime.loop.time,
+            )
+            for runtime in self.services
+        }
+
+    def install(self) -> None:
+        """Count every exchange the services finish from now on."""
+        for runtime in self.services:
+            runtime.on_finished = self._series[runtime.name].observe
+
+    def uninstall(self) -> None:
+        for runtime in self.services:
+            if runtime.on_finished == self._series[runtime.name].observe:
+                runtime.on_finished = None
+
+    def observe(self, ex: Exchange) -> None:
+        """Count one finished exchange (what the installed hooks do)."""
+        self._series[ex.service.name].observe(ex)
+
+    def exposition(self, accept: str = "") -> tuple[bytes, str]:
+        """The registry as (body, content type), in the format the ``Accept`` header asks for:
+        OpenMetrics or the Prometheus text format (version 0.0.4 unless a later one is asked)."""
+        encoder, content_type = choose_encoder(accept)
+        return encoder(self.registry), content_type
