@@ -106,6 +106,15 @@ class Activator:
         admin = AdminServer(self)
         self._admin = admin
         self.admin_port = await admin.start(config.admin)
+        from activator.io.metrics import ActivatorMetrics
+        from activator.io.reporter import AutoscalerReporter
+
+        self.metrics = ActivatorMetrics(self.services.values())
+        self.reporter = AutoscalerReporter(self.services.values(), config.autoscaler, loop=loop)
+        self.metrics.reporting = self.reporter.counters
+        self.metrics.install()
+        admin.attach(self.metrics, self.reporter)
+        self.reporter.start()
         log.info(
             "activator listening on %s (admin %s), services: %s",
             config.listen,
@@ -160,6 +169,8 @@ class Activator:
         for conn in list(self.connections):
             if conn.transport is not None:
                 conn.transport.abort()
+        if getattr(self, "reporter", None) is not None:
+            await self.reporter.close()
         await self.prober.close()
         if self._admin is not None:
             from activator.io.admin import AdminServer
