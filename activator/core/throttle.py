@@ -175,7 +175,8 @@ class ServiceThrottle(Generic[T]):
         Returns:
             Queued tickets that were assigned a pod, in FIFO order.
         """
-        listed = set(addresses)
+        # dict, not set: keeps the caller's order, so pod order (and seeded choices) is stable.
+        listed = dict.fromkeys(addresses)
         for address in listed:
             pod = self.pods.get(address)
             if pod is None:
