@@ -423,7 +423,7 @@ class _Parser:
     def fail(self, node: Node, path: str, message: str) -> NoReturn:
         raise ConfigError(message, source=self.source, line=_line(node), path=path)
 
-    # Generic node helpers.
+    # Generic node handling.
 
     def scalar(self, node: Node, path: str) -> object:
         """The Python value of a scalar node; anything but a scalar is an error."""

@@ -433,7 +433,7 @@ class ThrottleMachine(RuleBasedStateMachine):
         )
         self.known_pods: dict[str, PodState] = {}
 
-    # -- helpers ---------------------------------------------------------------------------
+    # -- model upkeep ----------------------------------------------------------------------
 
     def free_slot_exists(self) -> bool:
         return any(pod.has_free_slot() for pod in self.throttle.pods.values())
