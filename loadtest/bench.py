@@ -342,7 +342,8 @@ class Bench:
             time.sleep(self.settings.burst_hold_s)  # the requests arrive and are held
             finished_early = process.poll() is not None
             put_started_us = time.time_ns() // 1000
-            status, body = _put_endpoints(launch.admin_port, pods.urls())
+            # The admin API takes endpoints as "host:port"; the service config has the protocol.
+            status, body = _put_endpoints(launch.admin_port, [f"{HOST}:{p}" for p in pods.ports])
             put_done_us = time.time_ns() // 1000
             if status == 404:
                 kill_h2load(process)
@@ -375,8 +376,8 @@ def _fill_latency(record: RunRecord, sorted_latencies_ms: list[float]) -> None:
     record.max_ms = sorted_latencies_ms[-1] if sorted_latencies_ms else None
 
 
-def _put_endpoints(admin_port: int, urls: list[str]) -> tuple[int | None, str]:
-    body = json.dumps({"endpoints": urls})
+def _put_endpoints(admin_port: int, endpoints: list[str]) -> tuple[int | None, str]:
+    body = json.dumps({"endpoints": endpoints})
     connection = http.client.HTTPConnection(HOST, admin_port, timeout=10.0)
     try:
         connection.request(

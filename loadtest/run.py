@@ -48,6 +48,7 @@ from loadtest.scenarios import (
 )
 from loadtest.targets import (
     ACTIVATOR_TEMPLATE_FIELDS,
+    DEFAULT_ACTIVATOR_EMPTY_TEMPLATE,
     DEFAULT_ACTIVATOR_TEMPLATE,
     Activator,
     Direct,
@@ -98,7 +99,13 @@ def build_parser() -> argparse.ArgumentParser:
         + ACTIVATOR_TEMPLATE_FIELDS,
     )
     parser.add_argument(
-        "--activator-workers", type=int, help="append --workers N to the activator command"
+        "--activator-burst-cmd",
+        default=DEFAULT_ACTIVATOR_EMPTY_TEMPLATE,
+        help="command template for the activator in the burst scenario, started with a "
+        "service that has no endpoints [%(default)s]",
+    )
+    parser.add_argument(
+        "--activator-workers", type=int, help="append --workers N to the activator commands"
     )
     parser.add_argument("--haproxy", default="haproxy", help="HAProxy binary [%(default)s]")
     parser.add_argument("--h2load", default="h2load", help="h2load binary [%(default)s]")
@@ -195,7 +202,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         elif name == "haproxy":
             targets.append(HAProxy(args.haproxy))
         else:
-            targets.append(Activator(args.activator_cmd, args.activator_workers))
+            targets.append(
+                Activator(args.activator_cmd, args.activator_burst_cmd, args.activator_workers)
+            )
     return run(args, settings, scenarios, targets, out_dir)
 
 
@@ -279,10 +288,10 @@ def run(
     meta["machine"]["loadavg_end"] = _loadavg()
     meta["pod_commands"] = {str(p.kind): p.commands for p in pods.started() if p.commands}
     meta["configs"] = {name: text for p in pods.started() for name, text in p.configs.items()}
-    meta["configs"].update(_haproxy_configs(workdir))
+    meta["configs"].update(_proxy_configs(workdir))
     if interrupted:
         meta["interrupted"] = interrupted
-    meta, records = sanitize(meta, records, workdir)
+    meta, records = sanitize(meta, records, workdir, out_dir)
     if records:
         write_outputs(meta, records, out_dir)
     if args.keep_workdir:
@@ -316,14 +325,14 @@ def _record_from_json(data: dict[str, Any]) -> RunRecord:
 
 
 def sanitize(
-    meta: dict[str, Any], records: list[RunRecord], workdir: Path
+    meta: dict[str, Any], records: list[RunRecord], workdir: Path, out_dir: Path | None = None
 ) -> tuple[dict[str, Any], list[RunRecord]]:
     """Replace machine-specific paths in everything written out."""
-    replacements = [
-        (str(workdir), "$WORKDIR"),
-        (sys.executable, "python3"),
-        (str(REPO_ROOT), "."),
-    ]
+    replacements = [(str(workdir), "$WORKDIR")]
+    if out_dir is not None and not out_dir.resolve().is_relative_to(REPO_ROOT):
+        replacements.append((str(out_dir), "$OUT"))
+        replacements.append((str(out_dir.resolve()), "$OUT"))
+    replacements += [(sys.executable, "python3"), (str(REPO_ROOT), ".")]
 
     def clean(value: Any) -> Any:
         if isinstance(value, str):
@@ -395,14 +404,18 @@ def tool_versions(args: argparse.Namespace, targets: list[Target]) -> dict[str, 
     return versions
 
 
-def _haproxy_configs(workdir: Path) -> dict[str, str]:
-    """The first HAProxy config of each kind written in this run (they differ only in ports)."""
+def _proxy_configs(workdir: Path) -> dict[str, str]:
+    """The first proxy config of each kind written in this run (they differ only in ports)."""
     configs: dict[str, str] = {}
     for path in sorted(workdir.glob("haproxy-*.cfg"), key=lambda p: p.stat().st_mtime):
         text = path.read_text()
         frontend = text.split("frontend", 1)[-1].split("backend", 1)[0]
         kind = "h2c clients" if "proto h2\n" in frontend else "HTTP/1.1 clients"
         configs.setdefault(f"haproxy.cfg ({kind})", text)
+    for path in sorted(workdir.glob("activator-*.yaml"), key=lambda p: p.stat().st_mtime):
+        text = path.read_text()
+        if "endpoints: []" in text:
+            configs.setdefault("activator config (burst: `{config}`)", text)
     return configs
 
 
