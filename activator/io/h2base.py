@@ -8,8 +8,7 @@ import asyncio
 from collections import deque
 from typing import TYPE_CHECKING
 
-import h2.connection
-import h2.exceptions
+from activator.io.h2lib import h2
 
 if TYPE_CHECKING:
     from activator.core.headers import HeaderList

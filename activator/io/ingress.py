@@ -14,12 +14,6 @@ from collections.abc import Callable
 from http import HTTPStatus
 from typing import TYPE_CHECKING, cast
 
-import h2.config
-import h2.connection
-import h2.errors
-import h2.events
-import h2.exceptions
-import h2.settings
 import httptools
 
 from activator.core.errors import ActivatorError, ClientError, HeadersTooLarge, UnknownHost
@@ -32,6 +26,7 @@ from activator.core.headers import (
 )
 from activator.io.exchange import Exchange
 from activator.io.h2base import H2Endpoint
+from activator.io.h2lib import h2
 
 if TYPE_CHECKING:
     from activator.io.service import ServiceRuntime

@@ -16,18 +16,13 @@ from dataclasses import dataclass
 from http import HTTPStatus
 from typing import TYPE_CHECKING, cast
 
-import h2.config
-import h2.connection
-import h2.errors
-import h2.events
-import h2.exceptions
-import h2.settings
 import httptools
 
 from activator.core.headers import HeaderList, forward_response
 from activator.core.pool_policy import ASSUMED_MAX_STREAMS, PoolAction, choose_connection
 from activator.core.retry import ReplayReason
 from activator.io.h2base import H2Endpoint
+from activator.io.h2lib import h2
 
 if TYPE_CHECKING:
     from activator.io.exchange import Exchange
