@@ -51,6 +51,7 @@ if TYPE_CHECKING:
 __all__ = [
     "AutoscalerReporter",
     "ConcurrencyWindow",
+    "PokeGate",
     "Report",
     "ServiceWindow",
     "default_activator_id",
@@ -217,16 +218,56 @@ class _Rejected(Exception):
     """The autoscaler refused the report (4xx other than 429): retrying would not help."""
 
 
-class _PokeState:
-    """Rate limiting of one service's pokes."""
+class PokeGate:
+    """Decides when a service's queued requests poke the autoscaler (sans-I/O: time is passed in).
 
-    __slots__ = ("next_allowed", "reported_queue", "timer")
+    A queued request is news when the queue is longer than in the last report, or when it is the
+    only one queued and no pod is ready (the service is at zero, whatever the last report said).
+    The first news pokes at once, later news at most once per ``interval``: news in between is
+    coalesced into one deferred poke at the end of the interval.
+    """
 
-    def __init__(self) -> None:
-        self.next_allowed = 0.0
-        # Queue depth in the last report built: a longer queue is news for the autoscaler.
+    __slots__ = ("deferred", "interval", "next_allowed", "reported_queue")
+
+    def __init__(self, interval: float) -> None:
+        self.interval = interval
+        self.next_allowed = float("-inf")
+        # Queue depth in the last report built.
         self.reported_queue = 0
-        self.timer: asyncio.TimerHandle | None = None
+        # A deferred poke is scheduled at next_allowed.
+        self.deferred = False
+
+    def is_news(self, depth: int, cold: bool) -> bool:
+        """Whether a queue of ``depth`` is news; ``cold``: no pod is ready."""
+        return depth > self.reported_queue or (cold and depth == 1)
+
+    def queued(self, now: float) -> bool | None:
+        """News was queued at ``now``.
+
+        Returns:
+            True: poke now. False: schedule :meth:`deferred_due` at :attr:`next_allowed`.
+            None: nothing to do (a deferred poke is already scheduled).
+        """
+        if now >= self.next_allowed:
+            self.next_allowed = now + self.interval
+            return True
+        if self.deferred:
+            return None
+        self.deferred = True
+        return False
+
+    def deferred_due(self, news: bool, now: float) -> bool:
+        """The deferred poke's time came; True when it should poke (``news``: the queue is still
+        news, see :meth:`is_news`)."""
+        self.deferred = False
+        if not news:
+            return False
+        self.next_allowed = now + self.interval
+        return True
+
+    def reported(self, depth: int) -> None:
+        """A report telling the autoscaler about a queue of ``depth`` was built."""
+        self.reported_queue = depth
 
 
 class AutoscalerReporter:
@@ -257,7 +298,8 @@ class AutoscalerReporter:
         self._pull_seq = 0
         self._push: ConcurrencyWindow | None = None
         self._push_seq = 0
-        self._pokes = {runtime.name: _PokeState() for runtime in self.services}
+        self._pokes = {runtime.name: PokeGate(poke_interval) for runtime in self.services}
+        self._poke_timers: dict[str, asyncio.TimerHandle] = {}
         self._poked = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._sending: asyncio.Task[None] | None = None
@@ -265,7 +307,6 @@ class AutoscalerReporter:
         self._unsent: Report | None = None
         self._client: httpx.AsyncClient | None = None
         self._failing = False
-        self._closed = False
 
     # -- pull ----------------------------------------------------------------------------------
 
@@ -293,26 +334,31 @@ class AutoscalerReporter:
     def on_queued(self, runtime: ServiceRuntime) -> None:
         """A request was queued (data path): ask for an immediate push if the queue is news.
 
-        Never awaits and costs a dict lookup and a comparison in the common case.
+        Never awaits; when the queue is no news it costs a dict lookup and two comparisons.
         """
-        state = self._pokes[runtime.name]
-        if runtime.throttle.queue_depth <= state.reported_queue:
+        gate = self._pokes[runtime.name]
+        throttle = runtime.throttle
+        depth = throttle.queue_depth
+        # ready_pods walks the pods: only asked when a lone queued request may mean "at zero".
+        if not gate.is_news(depth, depth == 1 and throttle.ready_pods == 0):
             return
-        now = self.loop.time()
-        if now >= state.next_allowed:
-            state.next_allowed = now + self.poke_interval
-            self.counters.pokes += 1
-            self._poked.set()
-        elif state.timer is None:
-            # Coalesce: one deferred poke covers every request queued until it fires.
-            state.timer = self.loop.call_at(state.next_allowed, self._deferred_poke, runtime)
+        action = gate.queued(self.loop.time())
+        if action:
+            self._poke()
+        elif action is False:
+            self._poke_timers[runtime.name] = self.loop.call_at(
+                gate.next_allowed, self._deferred_poke, runtime
+            )
 
     def _deferred_poke(self, runtime: ServiceRuntime) -> None:
-        state = self._pokes[runtime.name]
-        state.timer = None
-        if self._closed or runtime.throttle.queue_depth <= state.reported_queue:
-            return
-        state.next_allowed = self.loop.time() + self.poke_interval
+        self._poke_timers.pop(runtime.name, None)
+        gate = self._pokes[runtime.name]
+        depth = runtime.throttle.queue_depth
+        news = gate.is_news(depth, depth == 1 and runtime.throttle.ready_pods == 0)
+        if gate.deferred_due(news, self.loop.time()):
+            self._poke()
+
+    def _poke(self) -> None:
         self.counters.pokes += 1
         self._poked.set()
 
@@ -349,7 +395,7 @@ class AutoscalerReporter:
         assert self._push is not None
         report = self._push.read(now)
         for service in report.services:
-            self._pokes[service.name].reported_queue = service.queued
+            self._pokes[service.name].reported(service.queued)
         sending = self._sending
         if sending is not None and not sending.done():
             sending.cancel()
@@ -424,14 +470,12 @@ class AutoscalerReporter:
 
     async def close(self) -> None:
         """Stop pushing, unhook the services and detach every window."""
-        self._closed = True
         for runtime in self.services:
             if runtime.on_queued == self.on_queued:
                 runtime.on_queued = None
-        for state in self._pokes.values():
-            if state.timer is not None:
-                state.timer.cancel()
-                state.timer = None
+        for timer in self._poke_timers.values():
+            timer.cancel()
+        self._poke_timers.clear()
         tasks = [task for task in (self._task, self._sending) if task is not None]
         for task in tasks:
             task.cancel()
