@@ -144,7 +144,11 @@ class Exchange:
                 self.up.send_data(self, data, 0, False)
             return
         if replay is not None:
-            self.replay = None  # part of the body will not be kept: no replay from here on
+            # Part of the body will not be kept: no replay from here on. Chunks buffered but not yet
+            # sent (no pod stream yet) move to the send queue; the client was already paid for them.
+            self.replay = None
+            if self.up is None and replay:
+                self.pending = deque((chunk, 0) for chunk in replay)
         if self.up is not None and self.pending is None:
             self.up.send_data(self, data, flow_len, False)
         else:
