@@ -24,6 +24,7 @@ class Summary:
     requests: int | None = None
     requests_per_s: float | None = None
     failed_total: int = 0
+    status_5xx_total: int = 0
     requests_total: int = 0
     p50_ms: float | None = None
     p99_ms: float | None = None
@@ -68,6 +69,7 @@ def summarize(records: Sequence[RunRecord]) -> dict[tuple[str, str], Summary]:
         summary.requests = int(median([r.requests for r in runs]) or 0)
         summary.requests_per_s = median([r.requests_per_s for r in runs])
         summary.failed_total = sum(r.failed or 0 for r in runs)
+        summary.status_5xx_total = sum(r.status_5xx or 0 for r in runs)
         summary.requests_total = sum(r.requests or 0 for r in runs)
         summary.p50_ms = median([r.p50_ms for r in runs])
         summary.p99_ms = median([r.p99_ms for r in runs])
@@ -89,6 +91,16 @@ def summarize(records: Sequence[RunRecord]) -> dict[tuple[str, str], Summary]:
         for figure in ("put_to_first_ms", "put_to_p50_ms", "put_to_all_done_ms", "ok"):
             summary.burst[figure] = median([b.get(figure) for b in bursts])
     return summaries
+
+
+# Above this share of failed requests, CPU per *successful* request is skewed by failures.
+MANY_FAILED = 0.05
+
+
+def many_failed(summary: Summary) -> bool:
+    return bool(summary.requests_total) and (
+        summary.failed_total / summary.requests_total > MANY_FAILED
+    )
 
 
 def fmt(value: float | int | None, digits: int = 1) -> str:
@@ -133,6 +145,7 @@ def scenario_table(
         header += " grpc-status 0 (grpcio probe) |"
     lines = [header, "|---|" + "---:|" * (header.count("|") - 2)]
     columns = header.count("|") - 1
+    flagged = False
     for target in targets:
         s = summaries.get((scenario, target))
         if s is None:
@@ -150,9 +163,13 @@ def scenario_table(
         cpu = "-"
         if s.cpu_us is not None:
             cpu = f"**{fmt(s.cpu_us)}** [{fmt(s.cpu_us_min)}-{fmt(s.cpu_us_max)}]"
+            if many_failed(s):
+                cpu += " (F)"
+                flagged = True
         failed = f"{s.failed_total:,} of {s.requests_total:,}"
         if s.requests_total:
-            failed += f" ({100 * s.failed_total / s.requests_total:.1f}%)"
+            failed += f" ({100 * s.failed_total / s.requests_total:.1f}%"
+            failed += f"; {s.status_5xx_total:,} were 5xx)" if s.status_5xx_total else ")"
         busy = "-" if s.proxy_core_busy is None else f"{100 * s.proxy_core_busy:.0f}%"
         foreign = "-" if s.foreign_max is None else f"{100 * s.foreign_max:.0f}%"
         row = (
@@ -171,7 +188,16 @@ def scenario_table(
         lines.append(row)
         for error in s.errors:
             lines.append(f"| | error in {_cell(error[:300])} |" + " |" * (columns - 2))
+    if flagged:
+        lines.append("")
+        lines.append(FAILED_NOTE)
     return lines
+
+
+FAILED_NOTE = (
+    f"(F): more than {100 * MANY_FAILED:.0f}% of the requests failed, so CPU per successful "
+    "request mostly measures the cost of failing; compare `failed` instead."
+)
 
 
 def _burst_table(targets: Sequence[str], summaries: dict[tuple[str, str], Summary]) -> list[str]:
@@ -224,7 +250,7 @@ def cpu_summary_table(
             if s is None or s.rounds == 0:
                 cells.append("n/a" if s is not None and s.skipped else "-")
             else:
-                cells.append(fmt(s.cpu_us))
+                cells.append(fmt(s.cpu_us) + (" (F)" if many_failed(s) else ""))
         row = f"| {scenario} | " + " | ".join(cells)
         if {"activator", "haproxy"} <= set(proxies):
             a = summaries.get((scenario, "activator"))
@@ -293,6 +319,9 @@ def render_markdown(meta: dict[str, Any], records: Sequence[RunRecord], plots: l
     out.append("")
     out += cpu_summary_table(scenarios, targets, summaries)
     out.append("")
+    if any(many_failed(s) for s in summaries.values() if s.target != "direct"):
+        out.append(FAILED_NOTE)
+        out.append("")
     out.append("Requests per second (median) and failed requests (sum over rounds):")
     out.append("")
     out += throughput_summary_table(scenarios, targets, summaries)

@@ -222,6 +222,9 @@ class Activator(Target):
         code = "import activator; print(activator.__version__)"
         version = _first_line([sys.executable, "-c", code], cwd=REPO_ROOT)
         commit = _first_line(["git", "-C", str(REPO_ROOT), "rev-parse", "--short", "HEAD"])
+        changed = _first_line(["git", "-C", str(REPO_ROOT), "status", "--porcelain", "activator"])
+        if changed:
+            commit = f"{commit}, with uncommitted changes under activator/"
         return f"activator {version} (git {commit})" if version else None
 
 

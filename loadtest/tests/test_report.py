@@ -139,3 +139,16 @@ def test_markdown_has_machine_versions_commands_and_plots(tmp_path: Path) -> Non
         "`haproxy.cfg (h2c clients)`:",
     ):
         assert expected in text, expected
+
+
+def test_cpu_of_runs_with_many_failures_is_flagged() -> None:
+    records = [
+        _record("haproxy", 1, 30.0, 5000.0, failed=250),
+        _record("activator", 1, 40.0, 5000.0, failed=10),
+    ]
+    table = "\n".join(scenario_table("small", ["haproxy", "activator"], summarize(records)))
+    haproxy_row = next(line for line in table.splitlines() if line.startswith("| haproxy |"))
+    activator_row = next(line for line in table.splitlines() if line.startswith("| activator |"))
+    assert "(F)" in haproxy_row  # 25% failed
+    assert "(F)" not in activator_row  # 1% failed
+    assert "more than 5% of the requests failed" in table
