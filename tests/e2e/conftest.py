@@ -17,7 +17,6 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 from support import (
-    LOOPBACK,
     ActivatorProcess,
     InProcessPod,
     PodHandle,
@@ -46,7 +45,7 @@ def demo_pods() -> Iterator[Callable[..., list[InProcessPod]]]:
     started: list[InProcessPod] = []
 
     def start(*behaviours: PodBehaviour | int) -> list[InProcessPod]:
-        from activator.demopod import DemoPod, PodBehaviour
+        from activator.demopod import PodBehaviour
 
         wanted: list[PodBehaviour] = []
         for item in behaviours:
@@ -57,9 +56,7 @@ def demo_pods() -> Iterator[Callable[..., list[InProcessPod]]]:
                 wanted.append(item)
         handles = []
         for behaviour in wanted:
-            pod = DemoPod(behaviour, host=LOOPBACK, port=0)
-            pod_loop.run(pod.start())
-            handle = InProcessPod(pod, pod_loop)
+            handle = InProcessPod.start(pod_loop, behaviour)
             started.append(handle)
             handles.append(handle)
         return handles

@@ -157,10 +157,23 @@ class InProcessPod(PodHandle):
 
     def __init__(self, pod: DemoPod, pod_loop: PodLoop) -> None:
         self.pod = pod
-        self.name = pod_name(pod)
+        self.name = pod.behaviour.name
         self.port = pod.port
         self._pod_loop = pod_loop
         self.stopped = False
+
+    @classmethod
+    def start(cls, pod_loop: PodLoop, behaviour: PodBehaviour) -> InProcessPod:
+        """Start a pod on 127.0.0.1, port 0, in ``pod_loop``."""
+        from activator.demopod import DemoPod
+
+        pod = DemoPod(behaviour, host=LOOPBACK, port=0)
+        pod_loop.run(pod.start())
+        return cls(pod, pod_loop)
+
+    @property
+    def behaviour(self) -> PodBehaviour:
+        return self.pod.behaviour
 
     def stop(self) -> None:
         """Close the pod's listener and all its connections."""
@@ -170,11 +183,6 @@ class InProcessPod(PodHandle):
 
     def send_goaway_all(self, last_stream_id: int | None = None) -> None:
         self._pod_loop.run(self.pod.send_goaway_all(last_stream_id))
-
-
-def pod_name(pod: DemoPod) -> str:
-    behaviour = getattr(pod, "behaviour", None)
-    return str(getattr(behaviour, "name", "pod"))
 
 
 class SubprocessPod(PodHandle):
@@ -689,3 +697,78 @@ def json_body(data: bytes | bytearray) -> Any:
 def stream_outcomes(log: Iterable[dict[str, Any]], path: str) -> list[dict[str, Any]]:
     """A pod stats log's entries for ``path``."""
     return [entry for entry in log if entry.get("path") == path]
+
+
+# -- raw HTTP/1.1 ---------------------------------------------------------------------------------------
+
+
+@dataclass
+class Http1Response:
+    status: int
+    headers: list[tuple[str, str]]
+    body: bytes
+    trailers: list[tuple[str, str]]
+
+    def header(self, name: str) -> str | None:
+        for key, value in self.headers:
+            if key == name.lower():
+                return value
+        return None
+
+
+def read_http1_response(reader: Any, *, method: str = "GET") -> Http1Response:
+    """Read exactly one HTTP/1.1 response from a buffered binary reader (``sock.makefile("rb")``),
+    framing the body as RFC 9112 §6.3 says, so that what follows stays in the reader."""
+    status_line = reader.readline(65536)
+    if not status_line:
+        raise EOFError("connection closed before a status line")
+    parts = status_line.decode("latin-1").split(" ", 2)
+    if not parts[0].startswith("HTTP/1."):
+        raise AssertionError(f"not an HTTP/1.1 status line: {status_line!r}")
+    status = int(parts[1])
+    headers = _read_fields(reader)
+    names = {k for k, _ in headers}
+    body = b""
+    trailers: list[tuple[str, str]] = []
+    if method == "HEAD" or status in (204, 304) or 100 <= status < 200:
+        pass
+    elif "transfer-encoding" in names:
+        chunks = []
+        while True:
+            size_line = reader.readline(65536)
+            if not size_line:
+                raise EOFError("connection closed inside a chunked body")
+            size = int(size_line.split(b";")[0].strip(), 16)
+            if size == 0:
+                trailers = _read_fields(reader)
+                break
+            chunks.append(reader.read(size))
+            if reader.read(2) != b"\r\n":
+                raise AssertionError("chunk not followed by CRLF")
+        body = b"".join(chunks)
+    elif "content-length" in names:
+        length = int(next(v for k, v in headers if k == "content-length"))
+        body = reader.read(length)
+        if len(body) != length:
+            raise EOFError(f"body ended after {len(body)} of {length} bytes")
+    else:
+        body = reader.read()
+    return Http1Response(status, headers, body, trailers)
+
+
+def _read_fields(reader: Any) -> list[tuple[str, str]]:
+    fields = []
+    while True:
+        line = reader.readline(65536)
+        if not line:
+            raise EOFError("connection closed inside a header block")
+        if line in (b"\r\n", b"\n"):
+            return fields
+        name, _, value = line.decode("latin-1").partition(":")
+        fields.append((name.strip().lower(), value.strip()))
+
+
+def http1_connection(port: int, *, timeout: float = 10.0) -> tuple[socket.socket, Any]:
+    """A raw TCP connection and a buffered reader on it."""
+    sock = socket.create_connection((LOOPBACK, port), timeout=timeout)
+    return sock, sock.makefile("rb")
