@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from loadtest.bench import CDF_SCENARIOS, RunRecord
-from loadtest.report import Summary, ordered_targets
+from loadtest.report import Summary, many_failed, ordered_targets
 
 COLOURS = {"direct": "#7f7f7f", "haproxy": "#1f77b4", "activator": "#d62728"}
 
@@ -74,15 +74,23 @@ def cpu_per_request(
     for index, proxy in enumerate(proxies):
         xs: list[float] = []
         heights: list[float] = []
+        flags: list[bool] = []
         for position, scenario in enumerate(shown):
             summary = summaries.get((scenario, proxy))
             if summary is not None and summary.cpu_us:
                 xs.append(position + (index - (len(proxies) - 1) / 2) * width)
                 heights.append(summary.cpu_us)
+                flags.append(many_failed(summary))
         bars = axes.bar(xs, heights, width=width, label=proxy, color=COLOURS.get(proxy))
+        for bar, flagged in zip(bars, flags, strict=True):
+            if flagged:  # skewed by failures: hatched, and "(F)" as in the tables
+                bar.set_hatch("//")
         axes.bar_label(
             bars,
-            labels=[f"{h:,.0f}" if h >= 10 else f"{h:.1f}" for h in heights],
+            labels=[
+                (f"{h:,.0f}" if h >= 10 else f"{h:.1f}") + (" (F)" if f else "")
+                for h, f in zip(heights, flags, strict=True)
+            ],
             fontsize=8,
             padding=2,
         )
@@ -95,7 +103,11 @@ def cpu_per_request(
     axes.set_ylim(bottom=10 ** math.floor(math.log10(max(smallest, 0.01))))
     axes.set_xticks(range(len(shown)), shown)
     axes.set_ylabel("proxy CPU per request, us (log scale)")
-    axes.set_title("Proxy CPU per successful request (median of rounds; lower is better)")
+    axes.set_title(
+        "Proxy CPU per successful request (median of rounds; lower is better)\n"
+        "(F), hatched: more than 5% of requests failed",
+        fontsize=10,
+    )
     axes.grid(True, axis="y", which="both", alpha=0.3)
     axes.legend()
     figure.tight_layout()
