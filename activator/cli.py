@@ -64,6 +64,18 @@ def build_config(args: argparse.Namespace) -> Config:
     return config
 
 
+def _raise_fd_limit() -> None:
+    """Every client and pod connection is a descriptor: take the hard limit, not the default 1024."""
+    try:
+        import resource
+
+        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        if soft < hard:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    except (ImportError, ValueError, OSError):
+        pass
+
+
 def _serve(args: argparse.Namespace) -> int:
     from activator.io.app import Activator
 
@@ -73,7 +85,9 @@ def _serve(args: argparse.Namespace) -> int:
         print(f"activator: {exc}", file=sys.stderr)
         return 2
     _setup_logging(args.log_level)
-    os.setpgid(0, 0) if args.own_process_group else None
+    _raise_fd_limit()
+    if args.own_process_group:
+        os.setpgid(0, 0)
     activator = Activator(config, drain_timeout=args.drain_timeout)
     try:
         _run(activator.run())
