@@ -17,7 +17,8 @@ Sending happens in a task of its own, off the data path: the data path only sets
 attempts are retried with jittered exponential backoff (tenacity) and bounded timeouts. At most one
 report is in flight: when the next one is due first, the stale one is abandoned and its window is
 folded into the next report (once: a longer outage loses the oldest data rather than reporting a
-misleadingly long average).
+misleadingly long average). A report the autoscaler refused (4xx) is not retried but folded the
+same way.
 """
 
 from __future__ import annotations
@@ -38,7 +39,8 @@ from tenacity import (
     RetryCallState,
     retry_if_exception_type,
     stop_after_delay,
-    wait_exponential_jitter,
+    wait_exponential,
+    wait_random,
 )
 
 from activator.config import AutoscalerConfig
@@ -137,15 +139,24 @@ class ServiceWindow:
 
 @dataclass(frozen=True, slots=True)
 class Report:
-    """All services over one window."""
+    """All services over one window.
+
+    Attributes:
+        window_seconds: Length of the window.
+        services: One entry per service, in configuration order.
+        extended: The window was stretched back over an undelivered report (it is not stretched
+            again: a long outage loses its oldest data rather than report a misleading average).
+    """
 
     window_seconds: float
     services: tuple[ServiceWindow, ...]
+    extended: bool = False
 
     def extended_back(self, earlier: Report) -> Report:
         """This report stretched back over an undelivered ``earlier`` one."""
         before = {service.name: service for service in earlier.services}
         return Report(
+            extended=True,
             window_seconds=earlier.window_seconds + self.window_seconds,
             services=tuple(
                 service.extended_back(before[service.name]) if service.name in before else service
@@ -401,7 +412,7 @@ class AutoscalerReporter:
             sending.cancel()
             self.counters.dropped += 1
         unsent = self._unsent
-        if unsent is not None and unsent.window_seconds <= self.interval:
+        if unsent is not None and not unsent.extended:
             report = report.extended_back(unsent)
         self._unsent = report
         self._push_seq += 1
@@ -418,9 +429,9 @@ class AutoscalerReporter:
         retrying = AsyncRetrying(
             # The next report is due after one interval and supersedes this one anyway.
             stop=stop_after_delay(self.interval),
-            wait=wait_exponential_jitter(
-                initial=0.05, max=min(1.0, self.interval / 4), jitter=0.05
-            ),
+            # Exponential from 50 ms with jitter, so activators do not retry in step.
+            wait=wait_exponential(multiplier=0.05, max=min(1.0, self.interval / 4))
+            + wait_random(0, 0.05),
             retry=retry_if_exception_type((httpx.TransportError, _RetryableStatus)),
             before_sleep=self._attempt_failed,
             reraise=True,
