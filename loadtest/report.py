@@ -290,6 +290,9 @@ def render_markdown(meta: dict[str, Any], records: Sequence[RunRecord], plots: l
         f"{meta['started']} to {meta['finished']} ({meta['duration_s']:.0f} s), produced by "
         f"`{meta['command']}`" + (" (smoke-test size: `--quick`)" if meta.get("quick") else "")
     )
+    if meta.get("interrupted"):
+        out.append("")
+        out.append(f"**Interrupted ({meta['interrupted']}): partial results.**")
     out.append("")
     out.append("## Machine and tools")
     out.append("")

@@ -227,7 +227,7 @@ def run(
     registry = ProcessRegistry()
     previous = {
         signum: signal.signal(signum, _raise_interrupted)
-        for signum in (signal.SIGTERM, signal.SIGHUP)
+        for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
     }
     os.sched_setaffinity(0, {settings.load_core})
     started = time.time()
