@@ -5,7 +5,7 @@ from __future__ import annotations
 from tenacity import RetryCallState, wait_exponential_jitter
 
 # Connect retries to another pod: quick first retry (a pod that just died is usually one of several).
-_CONNECT = wait_exponential_jitter(initial=0.01, max=0.5, jitter=0.01)
+_CONNECT = wait_exponential_jitter(multiplier=0.01, max=0.5, jitter=0.01)
 
 
 def connect_wait(attempt: int) -> float:

@@ -19,7 +19,7 @@ from activator.io.service import ServiceRuntime
 log = logging.getLogger("activator.readiness")
 
 # A few ms up to ~1 s between attempts, jittered so many activators do not probe in lockstep.
-_WAIT = wait_exponential_jitter(initial=0.005, max=1.0, jitter=0.05)
+_WAIT = wait_exponential_jitter(multiplier=0.005, max=1.0, jitter=0.05)
 
 
 class ReadinessProber:

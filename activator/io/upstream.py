@@ -195,6 +195,7 @@ class H2Upstream(H2Endpoint, asyncio.Protocol):
         self.pending: list[Exchange] = []
         self.streams: dict[int, Exchange] = {}
         self.connected = False
+        self.settings_received = False
         self.closed = False
         self.draining = False
         self.peer_max_streams = ASSUMED_MAX_STREAMS
@@ -254,10 +255,8 @@ class H2Upstream(H2Endpoint, asyncio.Protocol):
         )
         conn.initiate_connection()
         conn.increment_flow_control_window(settings.connection_window - 65535)
-        pending, self.pending = self.pending, []
-        for ex in pending:
-            if not ex.done:
-                self.start_stream(ex)
+        # Streams wait for the pod's SETTINGS (RFC 9113 §3.4: its first frame): sending them now
+        # would exceed a SETTINGS_MAX_CONCURRENT_STREAMS below our assumption and get them refused.
         self.flush()
 
     def connect_failed(self, reason: str) -> None:
@@ -274,6 +273,11 @@ class H2Upstream(H2Endpoint, asyncio.Protocol):
         streams, self.streams = self.streams, {}
         self._blocked.clear()
         reason = str(exc) if exc else "closed by pod"
+        pending, self.pending = self.pending, []
+        for ex in pending:
+            # Never sent: as safe to retry as a failed connect.
+            if not ex.done:
+                self.pool.service.connect_failed(ex, reason)
         for ex in streams.values():
             ex.on_upstream_lost(reason)
         if streams and exc is not None:
@@ -299,7 +303,7 @@ class H2Upstream(H2Endpoint, asyncio.Protocol):
     # -- streams -----------------------------------------------------------------------------------
 
     def start_stream(self, ex: Exchange) -> None:
-        if not self.connected:
+        if not self.settings_received:
             self.pending.append(ex)
             return
         self._cancel_idle()
@@ -315,6 +319,21 @@ class H2Upstream(H2Endpoint, asyncio.Protocol):
         else:
             ex.attach(self, stream_id)
         self.schedule_flush()
+
+    def _start_pending(self) -> None:
+        """The pod's SETTINGS arrived: start what fits, hand the rest back to the pool."""
+        pending, self.pending = self.pending, []
+        overflow = []
+        for ex in pending:
+            if ex.done:
+                continue
+            if len(self.streams) < self.peer_max_streams and self.usable:
+                self.start_stream(ex)
+            else:
+                overflow.append(ex)
+        for ex in overflow:
+            self.pool.open_stream(ex)
+        self.pool.slot_freed()
 
     def send_data(self, ex: Exchange, data: bytes, ack_len: int, end_stream: bool) -> None:
         try:
@@ -440,6 +459,10 @@ class H2Upstream(H2Endpoint, asyncio.Protocol):
                 )
                 if changed is not None:
                     self.peer_max_streams = changed.new_value
+                if not self.settings_received:
+                    self.settings_received = True
+                    self._start_pending()
+                elif changed is not None:
                     self.pool.slot_freed()
             elif isinstance(event, h2.events.InformationalResponseReceived):
                 pass  # 1xx from the pod: not forwarded (100-continue is answered at ingress)

@@ -1,0 +1,157 @@
+"""The upstream pool against real pods over loopback: stream limits, dead-connection detection,
+timeouts. The activator runs in-process; pods are DemoPods; clients are httpx."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+from collections.abc import AsyncIterator, Awaitable, Callable
+
+import httpx
+import pytest
+
+from activator.config import parse_config
+from activator.demopod import DemoPod, PodBehaviour
+from activator.io import app as app_module
+from activator.io.app import Activator
+from tests.io.faultproxy import FaultProxy
+
+Start = Callable[..., Awaitable[Activator]]
+
+
+@pytest.fixture
+async def start_activator() -> AsyncIterator[Start]:
+    started: list[Activator] = []
+
+    async def start(endpoints: list[str], extra: str = "") -> Activator:
+        endpoints_yaml = "[" + ", ".join(f'"{e}"' for e in endpoints) + "]"
+        config = parse_config(
+            "listen: 127.0.0.1:0\nadmin: 127.0.0.1:0\nservices:\n"
+            "  - name: web\n    hosts: ['*']\n    upstream: h2c\n"
+            f"    endpoints: {endpoints_yaml}\n{extra}"
+        )
+        activator = Activator(config, drain_timeout=1.0)
+        await activator.start()
+        started.append(activator)
+        return activator
+
+    yield start
+    for activator in started:
+        await activator.stop()
+
+
+@pytest.fixture
+async def pods() -> AsyncIterator[Callable[..., Awaitable[DemoPod]]]:
+    running: list[DemoPod] = []
+
+    async def make(**behaviour: object) -> DemoPod:
+        pod = DemoPod(PodBehaviour(**behaviour))  # type: ignore[arg-type]
+        await pod.start()
+        running.append(pod)
+        return pod
+
+    yield make
+    for pod in running:
+        await pod.stop()
+
+
+def client(activator: Activator) -> httpx.AsyncClient:
+    # HTTP/2 with prior knowledge: every request is a stream on one connection.
+    return httpx.AsyncClient(
+        http1=False, http2=True, base_url=f"http://127.0.0.1:{activator.listen_port}", timeout=20
+    )
+
+
+async def test_pod_max_concurrent_streams_is_respected_with_more_connections(
+    start_activator: Start, pods: Callable[..., Awaitable[DemoPod]]
+) -> None:
+    pod = await pods(name="narrow", max_concurrent_streams=5)
+    activator = await start_activator([f"127.0.0.1:{pod.port}"])
+    async with client(activator) as c:
+        responses = await asyncio.gather(*(c.get("/delay/200") for _ in range(20)))
+    assert [r.status_code for r in responses] == [200] * 20
+    # 20 concurrent streams, 5 per connection: the pool had to open several connections, and
+    # the pod never saw a refused stream (it would refuse the 6th on a connection).
+    assert pod.stats.connections_total >= 4
+    assert pod.stats.refused == 0
+    assert pod.stats.max_in_flight >= 10
+
+
+async def test_partitioned_pod_connection_is_found_by_ping_and_retired(
+    start_activator: Start,
+    pods: Callable[..., Awaitable[DemoPod]],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    pod = await pods(name="far")
+    proxy = FaultProxy("127.0.0.1", pod.port)
+    await proxy.start()
+    original = app_module.upstream_settings
+    monkeypatch.setattr(
+        app_module,
+        "upstream_settings",
+        lambda service: dataclasses.replace(original(service), ping_after=1.0),
+    )
+    activator = await start_activator([f"127.0.0.1:{proxy.port}"])
+    try:
+        async with client(activator) as c:
+            assert (await c.get("/")).status_code == 200
+            proxy.frozen = True
+            # The request is lost in the partition; only the PING timeout can end it.
+            response = await asyncio.wait_for(c.get("/"), timeout=15)
+        assert response.status_code == 502
+        pool = activator.services["web"].pools[f"127.0.0.1:{proxy.port}"]
+        assert pool.h2 == []  # the dead connection was retired
+    finally:
+        await proxy.stop()
+
+
+async def test_response_start_timeout_gives_504_and_cancels_the_pod_stream(
+    start_activator: Start, pods: Callable[..., Awaitable[DemoPod]]
+) -> None:
+    pod = await pods(name="slow")
+    activator = await start_activator(
+        [f"127.0.0.1:{pod.port}"], "    timeouts: {response_start: 1s}\n"
+    )
+    async with client(activator) as c:
+        response = await c.get("/delay/5000")
+        assert response.status_code == 504
+        assert "did not start a response" in response.text
+        # The pod learns through RST_STREAM(CANCEL), not by being left to finish.
+        for _ in range(100):
+            if any(r.outcome == "reset" for r in pod.stats.log):
+                break
+            await asyncio.sleep(0.05)
+        assert any(r.outcome == "reset" and r.error_code == 8 for r in pod.stats.log)
+
+
+async def test_idle_timeout_cuts_a_silent_stream_but_not_a_chatty_one(
+    start_activator: Start, pods: Callable[..., Awaitable[DemoPod]]
+) -> None:
+    pod = await pods(name="chatty")
+    activator = await start_activator([f"127.0.0.1:{pod.port}"], "    timeouts: {idle: 2s}\n")
+    async with client(activator) as c:
+        # 6 chunks 500 ms apart: 3 s in all, never 2 s silent.
+        chatty = await c.get("/stream/6/500")
+        assert chatty.status_code == 200
+        assert chatty.text.count("chunk") == 6
+        silent = await c.get("/delay/6000")
+        assert silent.status_code == 504
+        assert "no data" in silent.text
+
+
+async def test_dead_pod_is_marked_not_ready_and_traffic_moves(
+    start_activator: Start, pods: Callable[..., Awaitable[DemoPod]]
+) -> None:
+    alive = await pods(name="alive")
+    doomed = await pods(name="doomed")
+    activator = await start_activator([f"127.0.0.1:{alive.port}", f"127.0.0.1:{doomed.port}"])
+    async with client(activator) as c:
+        first = await asyncio.gather(*(c.get("/") for _ in range(20)))
+        assert {r.headers["x-pod"] for r in first} == {"alive", "doomed"}
+        await doomed.stop()
+        # Connect failures are retried on another pod: no client sees the dead one.
+        after = await asyncio.gather(*(c.get("/") for _ in range(40)))
+    assert all(r.status_code == 200 for r in after)
+    assert {r.headers["x-pod"] for r in after[-20:]} == {"alive"}
+    pods_state = activator.services["web"].throttle.pods
+    assert pods_state[f"127.0.0.1:{doomed.port}"].ready is False
