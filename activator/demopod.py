@@ -449,6 +449,7 @@ class _Connection(asyncio.Protocol):
         self.paused = False
         self.closing = False
         self.lost = False
+        self.peer_eof = False
         self._linger: asyncio.TimerHandle | None = None
 
     def pause_writing(self) -> None:
@@ -471,10 +472,11 @@ class _Connection(asyncio.Protocol):
         """Send what is queued, half-close, and keep discarding input for a while before closing."""
         if self.closing or self.lost:
             return
-        self.closing = True
         self._flush()
+        # From here on nothing more is written: the output side is being shut.
+        self.closing = True
         transport = self.transport
-        if transport.can_write_eof():
+        if transport.can_write_eof() and not self.peer_eof:
             transport.write_eof()
             self._linger = self.pod._loop.call_later(_LINGER_SECONDS, transport.close)
         else:
@@ -743,7 +745,7 @@ class _H2Connection(_Connection):
         self._flush_scheduled = False
         self._unflushed = 0
         data = self.h2.data_to_send()
-        if data and not self.lost:
+        if data and not self.closing:
             self.transport.write(data)
 
     def schedule_flush(self) -> None:
@@ -1051,8 +1053,8 @@ class _H1Exchange(_Exchange):
             # Linger 0: close() sends RST instead of FIN, the way a crashing process does.
             with contextlib.suppress(OSError):
                 raw_socket.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
-        self._end_abnormally("reset", None, "pod")
         conn.closing = True
+        self._end_abnormally("reset", None, "pod")
         transport.abort()
 
     def fail(self) -> None:
@@ -1063,8 +1065,8 @@ class _H1Exchange(_Exchange):
             with contextlib.suppress(_StreamGone):
                 self.respond(500, _TEXT, b"internal error\n")
                 return
-        self._end_abnormally("reset", None, "pod")
         self.conn.closing = True
+        self._end_abnormally("reset", None, "pod")
         self.conn.transport.abort()
 
     def _release(self) -> None:
@@ -1084,7 +1086,7 @@ class _H1Connection(_Connection):
         self.buffered = 0
         self.reading_paused = False
         self.draining = False
-        self.peer_eof = False
+        self.input_done = False
         self._url = b""
         self._headers: list[tuple[bytes, bytes]] = []
 
@@ -1121,7 +1123,6 @@ class _H1Connection(_Connection):
             exchange.close_connection = True
         if exchange.tracked and pod._take_refusal():
             exchange.refused = True
-            pod.stats.refused += 1
         else:
             pod._admit(exchange)
         self.queue.append(exchange)
@@ -1148,7 +1149,7 @@ class _H1Connection(_Connection):
     # -- flow -----------------------------------------------------------------------------------
 
     def data_received(self, data: bytes) -> None:
-        if self.closing:
+        if self.closing or self.input_done:
             return
         while data:
             try:
@@ -1169,9 +1170,13 @@ class _H1Connection(_Connection):
                 b"connection: close\r\n\r\nbad request\n" % self.pod._name
             )
             self.close_gracefully()
-        else:
-            self.closing = True
-            self.transport.abort()
+            return
+        # Input after a request that closes the connection (which llhttp rejects), or garbage
+        # behind good requests: answer those, read nothing more, then close.
+        self.input_done = True
+        self.draining = True
+        if self.parsing is not None:
+            self.parsing._end_abnormally("reset", None, "peer")
 
     def eof_received(self) -> bool | None:
         self.peer_eof = True
@@ -1213,9 +1218,10 @@ class _H1Connection(_Connection):
             self.transport.abort()
             return
         if exchange.close_connection or self.draining:
+            self.close_gracefully()
+            # Pipelined requests behind this one are never answered.
             for queued in list(self.queue):
                 queued._end_abnormally("ignored", None, None)
-            self.close_gracefully()
         elif self.queue:
             self._start(self.queue[0])
         elif self.peer_eof:
@@ -1355,7 +1361,7 @@ class DemoPod:
         self._leave(exchange)
         if not exchange.tracked:
             return
-        if outcome == "refused" and exchange.stream_id is not None:
+        if outcome == "refused":
             self.stats.refused += 1
         self.stats.log.append(
             StreamRecord(

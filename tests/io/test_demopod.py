@@ -640,6 +640,41 @@ async def test_goaway_every_fifth_stream_ignores_later_ones(
     assert ignored == [11, 13, 15]
 
 
+async def test_goaway_that_closes_mid_batch_sends_nothing_after_it(
+    start_pod: StartPod, raw_clients: OpenRaw, caplog: pytest.LogCaptureFixture
+) -> None:
+    pod = await start_pod(goaway_every=2)
+    client = await raw_clients(pod.port)
+    first, second = client.request("/"), client.request("/")
+    # An ignored stream whose body still earns the connection a WINDOW_UPDATE from the pod,
+    # produced after the GOAWAY in the same batch, when the pod is already shutting down.
+    ignored = client.request("/upload", "POST", end_stream=False)
+    for _ in range(3):
+        client.conn.send_data(ignored, b"i" * 14_000)
+    client.conn.end_stream(ignored)
+    await client.flush()
+    await client.pump(lambda: client.eof)
+    assert client.goaways == [(second, 0)]
+    assert client.streams[first].ended
+    assert client.streams[second].ended
+    assert not client.streams[ignored].got_anything
+    assert [record.outcome for record in pod.stats.log] == ["complete", "complete", "ignored"]
+    assert not [record for record in caplog.records if record.levelname == "ERROR"]
+
+
+async def test_http11_requests_pipelined_behind_a_close_are_not_read(start_pod: StartPod) -> None:
+    pod = await start_pod()
+    response = await raw_http1(
+        pod.port,
+        b"GET / HTTP/1.1\r\nHost: pod\r\nConnection: close\r\n\r\n"
+        b"GET /status/201 HTTP/1.1\r\nHost: pod\r\n\r\n",
+    )
+    assert response.startswith(b"HTTP/1.1 200 OK\r\n")
+    assert response.endswith(b"hello from pod\n")
+    # RFC 9112 §9.6: nothing after a request with "close" is processed.
+    assert [record.path for record in pod.stats.log] == ["/"]
+
+
 async def test_goaway_every_over_http11_closes_after_nth_request(start_pod: StartPod) -> None:
     pod = await start_pod(goaway_every=2)
     async with httpx.AsyncClient() as client:
