@@ -503,6 +503,37 @@ async def test_echo_over_h2_copies_trailers_and_counts_bytes(
     assert dict(state.trailers) == {b"x-checksum": b"123", b"x-body-bytes": b"300000"}
 
 
+async def test_echo_backpressure_bounds_what_the_pod_buffers(
+    start_pod: StartPod, raw_clients: OpenRaw
+) -> None:
+    pod = await start_pod()
+    # A client window of 0: the pod cannot send a byte of the echo until the client opens it.
+    client = await raw_clients(pod.port, initial_window_size=0)
+    stream_id = client.request("/echo", "POST", end_stream=False)
+    await client.flush()
+    sent = 0
+    for _ in range(64):  # bounded: the pod's windows close long before this
+        window = min(client.conn.local_flow_control_window(stream_id), 16_384)
+        if window == 0:
+            # Has the pod handed out more credit meanwhile? Ask after a round trip.
+            await client.ping()
+            if client.conn.local_flow_control_window(stream_id) == 0:
+                break
+            continue
+        client.conn.send_data(stream_id, b"e" * window)
+        sent += window
+        await client.flush()
+    assert client.conn.local_flow_control_window(stream_id) == 0
+    # What the pod holds is bounded by its 64 KiB receive window, not by the body.
+    assert sent < 2 * 65_535
+    assert not client.streams[stream_id].data
+    client.conn.increment_flow_control_window(1 << 20, stream_id=stream_id)
+    await client.flush()
+    await client.send_body(stream_id, b"f" * 100_000, end_stream=True)
+    await client.pump(lambda: client.streams[stream_id].ended)
+    assert bytes(client.streams[stream_id].data) == b"e" * sent + b"f" * 100_000
+
+
 async def test_echo_over_http11_chunked_with_trailers(start_pod: StartPod) -> None:
     pod = await start_pod()
     response = await raw_http1(
