@@ -101,7 +101,7 @@ class GrpcPod:
         """Start a graceful shutdown (GOAWAY, in-flight calls may finish within ``grace``); returns
         the event set once the server has stopped."""
         assert self._server is not None
-        stopped = self._server.stop(grace=grace)
+        stopped: threading.Event = self._server.stop(grace=grace)
         self._server = None
         return stopped
 
