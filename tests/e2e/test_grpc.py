@@ -11,7 +11,10 @@ from __future__ import annotations
 
 import os
 import queue
+import signal
 import time
+import urllib.error
+import urllib.request
 from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
@@ -182,35 +185,115 @@ def test_concurrent_large_messages_on_one_channel_stay_separate(channel: grpc.Ch
         assert call.result() == payload[::-1]
 
 
+def write_config(tmp_path: Path, pod: GrpcPod, **service: str) -> Path:
+    """A one-service configuration file; ``service`` adds YAML keys (values written as given)."""
+    lines = ["services:", "  - name: grpc", f"    endpoints: [{pod.address}]"]
+    service.setdefault("hosts", '["*"]')
+    lines += [f"    {key}: {value}" for key, value in service.items()]
+    config = tmp_path / "activator.yaml"
+    config.write_text("\n".join(lines) + "\n")
+    return config
+
+
+@pytest.fixture
+def single_pod() -> Iterator[GrpcPod]:
+    pod = GrpcPod("only")
+    pod.start()
+    yield pod
+    pod.stop()
+
+
 def test_large_request_queued_for_a_busy_pod_arrives_whole(
-    activator_proc: Callable[..., Any], tmp_path: Path
+    activator_proc: Callable[..., Any], single_pod: GrpcPod, tmp_path: Path
 ) -> None:
     """With one slot per pod, a second call waits in the activator's queue while its client keeps
     sending: the part of the 1 MiB body received before a pod is free must reach the pod too."""
-    pod = GrpcPod("only")
-    pod.start()
-    try:
-        config = tmp_path / "activator.yaml"
-        config.write_text(
-            "services:\n"
-            "  - name: grpc\n"
-            '    hosts: ["*"]\n'
-            f"    endpoints: [{pod.address}]\n"
-            "    container_concurrency: 1\n"
-        )
-        activator = activator_proc(config_path=config)
-        with grpc.insecure_channel(grpc_target(activator), options=CHANNEL_OPTIONS) as channel:
-            holding = channel.unary_unary(HOLD).future(b"", timeout=CALL_TIMEOUT * 2)
-            _wait_for_one_observation([pod])
-            payload = os.urandom(1 << 20)
-            queued = channel.unary_unary(ECHO).future(payload, timeout=CALL_TIMEOUT * 2)
+    pod = single_pod
+    activator = activator_proc(config_path=write_config(tmp_path, pod, container_concurrency="1"))
+    with grpc.insecure_channel(grpc_target(activator), options=CHANNEL_OPTIONS) as channel:
+        holding = channel.unary_unary(HOLD).future(b"", timeout=CALL_TIMEOUT * 2)
+        _wait_for_one_observation([pod])
+        payload = os.urandom(1 << 20)
+        queued = channel.unary_unary(ECHO).future(payload, timeout=CALL_TIMEOUT * 2)
 
-            pod.release.set()
+        pod.release.set()
 
-            assert holding.result() == b"released by only"
-            assert queued.result() == payload[::-1]
-    finally:
-        pod.stop()
+        assert holding.result() == b"released by only"
+        assert queued.result() == payload[::-1]
+
+
+@pytest.mark.parametrize(
+    ("authority", "expected"),
+    [("grpc.example", grpc.StatusCode.OK), ("other.example", grpc.StatusCode.NOT_FOUND)],
+)
+def test_calls_are_routed_by_authority(
+    activator_proc: Callable[..., Any],
+    single_pod: GrpcPod,
+    tmp_path: Path,
+    authority: str,
+    expected: grpc.StatusCode,
+) -> None:
+    """A host no service claims is a NOT_FOUND status with a message, not an HTTP 404 that a gRPC
+    client would turn into UNIMPLEMENTED."""
+    activator = activator_proc(
+        config_path=write_config(tmp_path, single_pod, hosts='["grpc.example"]')
+    )
+    options = [("grpc.default_authority", authority), *CHANNEL_OPTIONS]
+    with grpc.insecure_channel(grpc_target(activator), options=options) as channel:
+        try:
+            channel.unary_unary(UNARY)(b"x", timeout=CALL_TIMEOUT)
+            code, details = grpc.StatusCode.OK, ""
+        except grpc.RpcError as error:
+            code, details = error.code(), error.details()
+
+    assert code is expected
+    if expected is grpc.StatusCode.NOT_FOUND:
+        assert "other.example" in details
+        assert single_pod.calls["Unary"] == 0
+
+
+def test_full_queue_gives_unavailable_with_a_message(
+    activator_proc: Callable[..., Any], single_pod: GrpcPod, tmp_path: Path
+) -> None:
+    config = write_config(
+        tmp_path, single_pod, container_concurrency="1", queue="{max_requests: 0}"
+    )
+    activator = activator_proc(config_path=config)
+    with grpc.insecure_channel(grpc_target(activator), options=CHANNEL_OPTIONS) as channel:
+        holding = channel.unary_unary(HOLD).future(b"", timeout=CALL_TIMEOUT * 2)
+        _wait_for_one_observation([single_pod])
+        with pytest.raises(grpc.RpcError) as raised:
+            channel.unary_unary(UNARY)(b"x", timeout=CALL_TIMEOUT)
+        single_pod.release.set()
+        assert holding.result() == b"released by only"
+
+    error = raised.value
+    assert isinstance(error, grpc.Call)
+    assert error.code() is grpc.StatusCode.UNAVAILABLE
+    assert "capacity" in error.details()
+    assert single_pod.calls["Unary"] == 0
+
+
+def test_queue_timeout_gives_deadline_exceeded_from_the_activator(
+    activator_proc: Callable[..., Any], single_pod: GrpcPod, tmp_path: Path
+) -> None:
+    """The activator's own queue timeout (1 s here) ends the call long before the client's deadline,
+    and says so in the status message."""
+    config = write_config(tmp_path, single_pod, container_concurrency="1", queue="{timeout: 1s}")
+    activator = activator_proc(config_path=config)
+    with grpc.insecure_channel(grpc_target(activator), options=CHANNEL_OPTIONS) as channel:
+        holding = channel.unary_unary(HOLD).future(b"", timeout=CALL_TIMEOUT * 3)
+        _wait_for_one_observation([single_pod])
+        with pytest.raises(grpc.RpcError) as raised:
+            channel.unary_unary(UNARY)(b"x", timeout=CALL_TIMEOUT * 2)
+        single_pod.release.set()
+        assert holding.result() == b"released by only"
+
+    error = raised.value
+    assert isinstance(error, grpc.Call)
+    assert error.code() is grpc.StatusCode.DEADLINE_EXCEEDED
+    assert "queue timeout" in error.details()
+    assert single_pod.calls["Unary"] == 0
 
 
 def test_deadline_is_forwarded_and_expiry_cancels_the_pod_handler(
@@ -339,6 +422,40 @@ def test_graceful_pod_shutdown_lets_the_in_flight_call_finish(
     assert not cancelled_early, "the pod's handler was cancelled during its graceful shutdown"
     assert future.result() == b"released by " + pod.name.encode()
     assert stopped.wait(CALL_TIMEOUT)
+
+
+def test_activator_drain_lets_the_in_flight_call_finish(
+    grpc_pods: list[GrpcPod], activator_for: Callable[[Sequence[GrpcPod]], Any]
+) -> None:
+    """SIGTERM: the activator sends GOAWAY to its clients and drains; a call already running on the
+    client connection (at or below the GOAWAY's last_stream_id) must still get its response."""
+    activator = activator_for(grpc_pods)
+    with grpc.insecure_channel(grpc_target(activator), options=CHANNEL_OPTIONS) as channel:
+        future = channel.unary_unary(HOLD).future(b"", timeout=CALL_TIMEOUT * 2)
+        observation = _wait_for_one_observation(grpc_pods)
+        pod = next(pod for pod in grpc_pods if pod.observations)
+
+        os.kill(activator.pid, signal.SIGTERM)
+        _wait_until_draining(activator.admin_url)
+        pod.release.set()
+
+        assert future.result() == b"released by " + pod.name.encode()
+        assert observation.finished.wait(CANCEL_NOTICE)
+
+
+def _wait_until_draining(admin_url: str) -> None:
+    """Until /readyz answers 503. The activator sets that flag and writes its GOAWAYs in the same
+    event-loop step, so from then on the client connection has been told to go away."""
+    deadline = time.monotonic() + CALL_TIMEOUT
+    while time.monotonic() < deadline:
+        try:
+            with urllib.request.urlopen(admin_url + "/readyz", timeout=1.0):
+                pass
+        except urllib.error.HTTPError as error:
+            if error.code == 503:
+                return
+        time.sleep(0.02)
+    pytest.fail("the activator never reported draining")
 
 
 def _only_observation(pods: Sequence[GrpcPod]) -> Observation:
