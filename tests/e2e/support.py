@@ -469,23 +469,32 @@ class RawH2Client:
             self.send_data(stream_id, body, end_stream=end_stream)
         return stream_id
 
-    def send_data(self, stream_id: int, data: bytes, *, end_stream: bool = False) -> None:
-        """Send body bytes, waiting for flow-control window as needed."""
+    def send_data(self, stream_id: int, data: bytes, *, end_stream: bool = False) -> bool:
+        """Send body bytes, waiting for flow-control window as needed. False if the peer closed the
+        stream (reset, or a complete response) before all of it was sent."""
+        state = self.streams[stream_id]
         view = memoryview(data)
-        while view:
-            window = min(
-                self.conn.local_flow_control_window(stream_id), self.conn.max_outbound_frame_size
-            )
-            if window <= 0:
-                self._read_once()
-                continue
-            chunk = view[:window]
-            view = view[window:]
-            self.conn.send_data(stream_id, bytes(chunk), end_stream=end_stream and not view)
-            self.flush()
-        if not data and end_stream:
-            self.conn.end_stream(stream_id)
-            self.flush()
+        try:
+            while view:
+                if state.reset_code is not None or self.eof:
+                    return False
+                window = min(
+                    self.conn.local_flow_control_window(stream_id),
+                    self.conn.max_outbound_frame_size,
+                )
+                if window <= 0:
+                    self._read_once()
+                    continue
+                chunk = view[:window]
+                view = view[window:]
+                self.conn.send_data(stream_id, bytes(chunk), end_stream=end_stream and not view)
+                self.flush()
+            if not data and end_stream:
+                self.conn.end_stream(stream_id)
+                self.flush()
+        except h2.exceptions.StreamClosedError:
+            return False
+        return True
 
     def send_trailers(self, stream_id: int, trailers: Sequence[tuple[str, str]]) -> None:
         block = [(k.encode(), v.encode()) for k, v in trailers]
@@ -657,6 +666,33 @@ _REQUESTS_LINE = re.compile(
 _STATUS_LINE = re.compile(r"status codes: (\d+) 2xx, (\d+) 3xx, (\d+) 4xx, (\d+) 5xx")
 
 
+def h2load_command(
+    url: str, *, requests: int, clients: int, streams: int, extra: Sequence[str] = ()
+) -> list[str]:
+    """The h2load command line (prior-knowledge h2c for http:// URLs)."""
+    return [
+        require_tool("h2load"),
+        "-n",
+        str(requests),
+        "-c",
+        str(clients),
+        "-m",
+        str(streams),
+        *extra,
+        url,
+    ]
+
+
+def parse_h2load(output: str) -> H2LoadResult:
+    """h2load's summary lines as numbers."""
+    req = _REQUESTS_LINE.search(output)
+    status = _STATUS_LINE.search(output)
+    if req is None or status is None:
+        raise AssertionError(f"h2load printed no summary:\n{output[-3000:]}")
+    numbers = [int(x) for x in req.groups()] + [int(x) for x in status.groups()]
+    return H2LoadResult(*numbers, output=output)
+
+
 def h2load(
     url: str,
     *,
@@ -666,28 +702,13 @@ def h2load(
     extra: Sequence[str] = (),
     timeout: float = 120.0,
 ) -> H2LoadResult:
-    """Run h2load (prior-knowledge h2c for http:// URLs) and parse its summary."""
+    """Run h2load to completion and parse its summary."""
     result = run(
-        [
-            require_tool("h2load"),
-            "-n",
-            str(requests),
-            "-c",
-            str(clients),
-            "-m",
-            str(streams),
-            *extra,
-            url,
-        ],
+        h2load_command(url, requests=requests, clients=clients, streams=streams, extra=extra),
         timeout=timeout,
     )
     output = result.stdout.decode("utf-8", "replace") + result.stderr.decode("utf-8", "replace")
-    req = _REQUESTS_LINE.search(output)
-    status = _STATUS_LINE.search(output)
-    if req is None or status is None:
-        raise AssertionError(f"h2load printed no summary (exit {result.returncode}):\n{output}")
-    numbers = [int(x) for x in req.groups()] + [int(x) for x in status.groups()]
-    return H2LoadResult(*numbers, output=output)  # type: ignore[arg-type]
+    return parse_h2load(output)
 
 
 def json_body(data: bytes | bytearray) -> Any:
