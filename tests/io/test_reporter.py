@@ -15,10 +15,11 @@ import httpx
 import pytest
 from aiohttp import web
 
-from activator.config import ServiceConfig, parse_config
+from activator.config import AutoscalerConfig, ServiceConfig, parse_config
 from activator.demopod import DemoPod, PodBehaviour
 from activator.io.app import Activator
 from activator.io.reporter import (
+    AutoscalerReporter,
     ConcurrencyWindow,
     PokeGate,
     Report,
@@ -391,6 +392,36 @@ async def test_growing_queue_pokes_until_the_autoscaler_knows_all_of_it(
         assert [r["seq"] for r in autoscaler.reports] == list(range(1, len(autoscaler.reports) + 1))
         activator.set_endpoints("hello", [f"127.0.0.1:{pod.port}"])
         assert [r.status_code for r in await requests] == [200] * 20
+
+
+async def test_news_within_the_poke_interval_is_pushed_when_the_interval_ends(
+    autoscaler: FakeAutoscaler,
+) -> None:
+    runtime = make_runtime("hello")
+    loop = asyncio.get_running_loop()
+    reporter = AutoscalerReporter(
+        [runtime],
+        AutoscalerConfig(push_url=autoscaler.url, interval=30.0),
+        loop=loop,
+        activator_id="act",
+        poke_interval=0.5,
+    )
+    reporter.start()
+    try:
+        runtime.throttle.acquire(object(), 0, loop.time())
+        reporter.on_queued(runtime)  # the first news pokes at once
+        await autoscaler.wait_for(lambda reports: len(reports) == 1)
+        assert autoscaler.reports[0]["services"][0]["queued"] == 1
+        runtime.throttle.acquire(object(), 0, loop.time())
+        reporter.on_queued(runtime)  # within the poke interval: deferred to its end
+        runtime.throttle.acquire(object(), 0, loop.time())
+        reporter.on_queued(runtime)  # coalesced with the deferred poke
+        await autoscaler.wait_for(lambda reports: len(reports) == 2)
+        assert autoscaler.reports[1]["seq"] == 2
+        assert autoscaler.reports[1]["services"][0]["queued"] == 3
+        assert reporter.counters.pokes == 2
+    finally:
+        await reporter.close()
 
 
 async def test_periodic_pushes_are_numbered_and_count_every_request(
