@@ -399,7 +399,10 @@ class AutoscalerReporter:
                 if next_due <= now:  # the loop stalled past whole intervals: do not catch up
                     next_due = now + self.interval
             last_push = now
-            self._push_now(now)
+            try:
+                self._push_now(now)
+            except Exception:  # a bug here must not end reporting for the process's lifetime
+                log.exception("building the autoscaler report failed")
 
     def _push_now(self, now: float) -> None:
         """Build the next report and send it, abandoning the previous one if still unsent."""
