@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import asyncio
 from collections import deque
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from activator.io.h2lib import h2
 
@@ -17,6 +17,26 @@ if TYPE_CHECKING:
 # One queued piece: (exchange, body bytes or a trailer block, flow-control bytes to acknowledge once
 # sent, end_stream).
 _Piece = tuple["Exchange", "bytes | HeaderList", int, bool]
+
+
+class GoawayTolerantConnection(h2.connection.H2Connection):
+    """h2's connection, except that a received GOAWAY does not close it at once.
+
+    RFC 9113 §6.8: streams up to the GOAWAY's last_stream_id still complete, in both directions. h2
+    moves its state machine to CLOSED on receipt, drops queued output, and then rejects the responses
+    (or request bodies) that are still owed. We keep it open and enforce the rest ourselves: a
+    connection that received GOAWAY starts no new stream and closes once its streams are done.
+    """
+
+    def _receive_goaway_frame(self, frame: Any) -> tuple[list[Any], list[Any]]:
+        event = h2.events.ConnectionTerminated()
+        try:
+            event.error_code = h2.errors.ErrorCodes(frame.error_code)
+        except ValueError:
+            event.error_code = frame.error_code
+        event.last_stream_id = frame.last_stream_id
+        event.additional_data = frame.additional_data or None
+        return [], [event]
 
 
 class H2Endpoint:

@@ -25,7 +25,7 @@ from activator.core.headers import (
     is_grpc,
 )
 from activator.io.exchange import Exchange
-from activator.io.h2base import H2Endpoint
+from activator.io.h2base import GoawayTolerantConnection, H2Endpoint
 from activator.io.h2lib import h2
 
 if TYPE_CHECKING:
@@ -213,7 +213,7 @@ class H2Ingress(H2Endpoint):
         self.transport = owner.transport
         settings = owner.settings
         self.settings = settings
-        self.conn = h2.connection.H2Connection(
+        self.conn = GoawayTolerantConnection(
             config=h2.config.H2Configuration(
                 client_side=False,
                 header_encoding=None,
