@@ -9,6 +9,7 @@ over several pods, and a well-formed UNAVAILABLE when no pod can be reached.
 
 from __future__ import annotations
 
+import hashlib
 import os
 import queue
 import signal
@@ -17,6 +18,7 @@ import urllib.error
 import urllib.request
 from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +26,9 @@ import grpc
 import pytest
 from grpc_support.pods import (
     BIDI,
+    BLOB_STREAM,
     CLIENT_STREAM,
+    DIGEST,
     ECHO,
     ENDLESS_STREAM,
     FAIL,
@@ -37,12 +41,15 @@ from grpc_support.pods import (
     WAIT,
     GrpcPod,
     Observation,
+    blob,
     start_pods,
 )
 
 # Generous bounds for calls that should finish in milliseconds: a broken proxy fails the test with
 # DEADLINE_EXCEEDED instead of hanging the suite.
 CALL_TIMEOUT = 10.0
+# The client deadline in the deadline test: long enough for the call to reach a pod on a busy machine.
+DEADLINE = 2.0
 # How long a pod may take to notice a cancellation that the activator forwarded.
 CANCEL_NOTICE = 5.0
 
@@ -141,6 +148,52 @@ def test_bidi_stream_echoes_in_lockstep(channel: grpc.Channel) -> None:
 
     assert list(call) == []
     assert call.code() is grpc.StatusCode.OK
+
+
+def test_server_streaming_of_large_messages(channel: grpc.Channel) -> None:
+    """100 messages of 64 KiB: the stream outruns every flow-control window on the way."""
+    call = channel.unary_stream(BLOB_STREAM)(b"100,65536", timeout=CALL_TIMEOUT * 2)
+
+    received = list(call)
+
+    assert len(received) == 100
+    assert all(message == blob(i, 65536) for i, message in enumerate(received))
+
+
+def test_client_streaming_of_large_messages(channel: grpc.Channel) -> None:
+    """6.4 MiB uploaded as 100 messages: far past the activator's replay buffer."""
+    messages = [os.urandom(65536) for _ in range(100)]
+    expected = hashlib.sha256(b"".join(messages)).hexdigest()
+
+    response = channel.stream_unary(DIGEST)(iter(messages), timeout=CALL_TIMEOUT * 2)
+
+    assert response == f"100:{100 * 65536}:{expected}".encode()
+
+
+def test_many_concurrent_bidi_streams_stay_separate(channel: grpc.Channel) -> None:
+    """Twenty lockstep bidi calls at once on one client connection, spread over two pods."""
+
+    def converse(caller: int) -> list[bytes]:
+        outbox: queue.Queue[bytes | None] = queue.Queue()
+
+        def requests() -> Iterator[bytes]:
+            while (item := outbox.get(timeout=CALL_TIMEOUT)) is not None:
+                yield item
+
+        call = channel.stream_stream(BIDI)(requests(), timeout=CALL_TIMEOUT * 3)
+        answers = []
+        for i in range(20):
+            outbox.put(b"%d/%d" % (caller, i))
+            answers.append(next(call))
+        outbox.put(None)
+        assert list(call) == []
+        return answers
+
+    with ThreadPoolExecutor(max_workers=20) as pool:
+        results = list(pool.map(converse, range(20)))
+
+    for caller, answers in enumerate(results):
+        assert answers == [b"echo:%d/%d" % (caller, i) for i in range(20)]
 
 
 def test_error_status_details_and_trailing_metadata_arrive_intact(
@@ -302,7 +355,7 @@ def test_deadline_is_forwarded_and_expiry_cancels_the_pod_handler(
     wait = channel.unary_unary(WAIT)
 
     with pytest.raises(grpc.RpcError) as raised:
-        wait(b"", timeout=1.0)
+        wait(b"", timeout=DEADLINE)
 
     assert raised.value.code() is grpc.StatusCode.DEADLINE_EXCEEDED
     observations = [o for pod in grpc_pods for o in pod.observations]
@@ -310,7 +363,7 @@ def test_deadline_is_forwarded_and_expiry_cancels_the_pod_handler(
     observation = observations[0]
     # grpc-timeout crossed the activator: the pod's handler knew its deadline.
     assert observation.time_remaining is not None
-    assert 0 < observation.time_remaining <= 1.0
+    assert 0 < observation.time_remaining <= DEADLINE
     assert observation.cancelled.wait(CANCEL_NOTICE), "the pod never saw the call end"
     assert observation.finished.wait(CANCEL_NOTICE)
 

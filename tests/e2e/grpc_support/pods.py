@@ -8,6 +8,7 @@ given) so tests can assert on the server side of a call that went through the ac
 
 from __future__ import annotations
 
+import hashlib
 import threading
 import time
 from collections import Counter
@@ -28,6 +29,8 @@ FAIL = f"/{SERVICE}/Fail"
 WAIT = f"/{SERVICE}/Wait"
 ENDLESS_STREAM = f"/{SERVICE}/EndlessStream"
 HOLD = f"/{SERVICE}/Hold"
+BLOB_STREAM = f"/{SERVICE}/BlobStream"
+DIGEST = f"/{SERVICE}/Digest"
 
 # What the Fail method answers with; the client must see exactly this.
 FAIL_CODE = grpc.StatusCode.FAILED_PRECONDITION
@@ -143,6 +146,8 @@ class GrpcPod:
                 "Wait": grpc.unary_unary_rpc_method_handler(self._wait),
                 "EndlessStream": grpc.unary_stream_rpc_method_handler(self._endless_stream),
                 "Hold": grpc.unary_unary_rpc_method_handler(self._hold),
+                "BlobStream": grpc.unary_stream_rpc_method_handler(self._blob_stream),
+                "Digest": grpc.stream_unary_rpc_method_handler(self._digest),
             },
         )
 
@@ -178,6 +183,25 @@ class GrpcPod:
         self._record_call("Bidi")
         for message in requests:
             yield b"echo:" + message
+
+    def _blob_stream(self, request: bytes, context: grpc.ServicerContext) -> Iterator[bytes]:
+        """``request`` is b"COUNT,SIZE": yields COUNT messages of SIZE bytes (see :func:`blob`)."""
+        self._record_call("BlobStream")
+        count, size = (int(part) for part in request.split(b","))
+        for i in range(count):
+            yield blob(i, size)
+
+    def _digest(self, requests: Iterator[bytes], context: grpc.ServicerContext) -> bytes:
+        """b"<messages>:<bytes>:<sha256 hex of everything, in order>"."""
+        self._record_call("Digest")
+        digest = hashlib.sha256()
+        messages = 0
+        total = 0
+        for message in requests:
+            digest.update(message)
+            messages += 1
+            total += len(message)
+        return f"{messages}:{total}:{digest.hexdigest()}".encode()
 
     def _fail(self, request: bytes, context: grpc.ServicerContext) -> bytes:
         self._record_call("Fail")
@@ -224,6 +248,12 @@ class GrpcPod:
                 observation.cancelled.wait(0.005)
         finally:
             observation.finished.set()
+
+
+def blob(index: int, size: int) -> bytes:
+    """Message ``index`` of a BlobStream: distinct per index, so reordering or loss shows."""
+    seed = hashlib.sha256(b"%d" % index).digest()
+    return (seed * (size // len(seed) + 1))[:size]
 
 
 def start_pods(count: int, credentials: grpc.ServerCredentials | None = None) -> list[GrpcPod]:
