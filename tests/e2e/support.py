@@ -422,6 +422,8 @@ class RawH2Client:
         self.streams: dict[int, StreamState] = {}
         self.goaway: GoAway | None = None
         self.eof = False
+        self.settings_acked = False
+        self.remote_settings_seen = False
         self.unacked: dict[int, int] = {}
         if send_preface:
             self.conn.local_settings = h2.settings.Settings(
@@ -575,6 +577,10 @@ class RawH2Client:
                 )
             elif isinstance(event, h2.events.ConnectionTerminated):
                 self.goaway = GoAway(int(event.error_code or 0), int(event.last_stream_id or 0))
+            elif isinstance(event, h2.events.SettingsAcknowledged):
+                self.settings_acked = True
+            elif isinstance(event, h2.events.RemoteSettingsChanged):
+                self.remote_settings_seen = True
 
     def read_until(self, predicate: Any, *, timeout: float | None = None) -> bool:
         """Read until ``predicate()`` holds (True), EOF or the deadline (False)."""
@@ -595,6 +601,12 @@ class RawH2Client:
         state = self.streams[stream_id]
         self.read_until(lambda: state.closed, timeout=timeout)
         return state
+
+    def wait_settings(self, *, timeout: float | None = None) -> bool:
+        """Read until the peer's SETTINGS arrived and ours were acknowledged (RFC 9113 §6.5.3)."""
+        return self.read_until(
+            lambda: self.settings_acked and self.remote_settings_seen, timeout=timeout
+        )
 
     def wait_goaway(self, *, timeout: float | None = None) -> GoAway | None:
         self.read_until(lambda: self.goaway is not None, timeout=timeout)
