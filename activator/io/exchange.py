@@ -266,14 +266,17 @@ class Exchange:
         else:
             self.fail(UpstreamError(f"connection to pod {self._pod_name()} lost: {reason}"))
 
-    def replay_after(self, reason: ReplayReason) -> None:
+    def replay_after(self, reason: ReplayReason, *, charge: bool = True) -> None:
         """The pod provably did not process this stream (GOAWAY above last_stream_id, REFUSED_STREAM,
-        connection never opened): send it again, or fail cleanly if the body is no longer whole."""
+        connection never opened): send it again, or fail cleanly if the body is no longer whole.
+
+        ``charge`` is False when the move is routine (the pod's connection made progress before it
+        went away) and must not use up the request's replay limit."""
         if self.done:
             return
         self.up = None
         verdict = decide_replay(
-            replays=self.replays,
+            replays=self.replays if charge else 0,
             max_replays=self.service.max_replays,
             body_overflowed=self.replay is None,
         )
@@ -286,7 +289,8 @@ class Exchange:
                 )
             )
             return
-        self.replays += 1
+        if charge:
+            self.replays += 1
         self.service.replay(self, reason)
 
     # -- ending ------------------------------------------------------------------------------------

@@ -38,6 +38,13 @@ class GoawayTolerantConnection(h2.connection.H2Connection):
         event.additional_data = frame.additional_data or None
         return [], [event]
 
+    def send_goaway(self, last_stream_id: int, error_code: int = 0) -> None:
+        """Queue GOAWAY but keep serving the streams at or below ``last_stream_id`` (RFC 9113 §6.8);
+        h2's ``close_connection`` would refuse every later frame, in-flight responses included."""
+        state = self.state_machine.state
+        self.close_connection(error_code=error_code, last_stream_id=last_stream_id)
+        self.state_machine.state = state
+
 
 class H2Endpoint:
     """Base for an HTTP/2 connection of ours (to a client or to a pod)."""

@@ -36,6 +36,31 @@ def _choose() -> ModuleType:
     return _load("h2")
 
 
+def _compression_errors(lib: ModuleType) -> None:
+    """RFC 9113 §4.3: an undecodable field block is a connection error of type COMPRESSION_ERROR.
+
+    h2 and jh2 report every HPACK failure as a plain ProtocolError (PROTOCOL_ERROR); their
+    ``receive_data`` sends GOAWAY with the exception's ``error_code``, so raising the right code from
+    the decoding step is enough. Oversized header lists stay a DenialOfServiceError.
+    """
+    connection = lib.connection
+    decode = connection._decode_headers
+    exceptions = lib.exceptions
+    compression_error = lib.errors.ErrorCodes.COMPRESSION_ERROR
+
+    def _decode_headers(decoder: object, block: bytes) -> object:
+        try:
+            return decode(decoder, block)
+        except exceptions.DenialOfServiceError:
+            raise
+        except exceptions.ProtocolError as exc:
+            error = exceptions.ProtocolError(str(exc))
+            error.error_code = compression_error
+            raise error from exc
+
+    connection._decode_headers = _decode_headers
+
+
 if TYPE_CHECKING:
     import h2
     import h2.config
@@ -46,6 +71,7 @@ if TYPE_CHECKING:
     import h2.settings
 else:
     h2 = _choose()
+    _compression_errors(h2)
 
 NAME: str = h2.__name__
 __all__ = ["NAME", "h2"]

@@ -18,7 +18,6 @@ import httptools
 
 from activator.core.errors import ActivatorError, ClientError, HeadersTooLarge, UnknownHost
 from activator.core.headers import (
-    HOP_BY_HOP,
     HeaderList,
     error_response,
     forward_request,
@@ -213,7 +212,7 @@ class H2Ingress(H2Endpoint):
         self.transport = owner.transport
         settings = owner.settings
         self.settings = settings
-        self.conn = GoawayTolerantConnection(
+        self.conn: GoawayTolerantConnection = GoawayTolerantConnection(
             config=h2.config.H2Configuration(
                 client_side=False,
                 header_encoding=None,
@@ -233,6 +232,9 @@ class H2Ingress(H2Endpoint):
                 h2.settings.SettingCodes.MAX_HEADER_LIST_SIZE: HARD_HEADER_LIST_LIMIT,
             },
         )
+        # The Settings above are current at once (not pending an ACK), so h2 never copies this one to
+        # its HPACK decoder: set it there, or blocks over h2's default 64 KiB become a connection error.
+        self.conn.decoder.max_header_list_size = HARD_HEADER_LIST_LIMIT
         self.exchanges: dict[int, Exchange] = {}
         self.closing = False
 
@@ -352,7 +354,7 @@ class H2Ingress(H2Endpoint):
                 conn.send_data(stream_id, body, end_stream=True)
             if not request_ended:
                 conn.reset_stream(stream_id, _NO_ERROR)
-        except (h2.exceptions.StreamClosedError, h2.exceptions.FlowControlError):
+        except h2.exceptions.ProtocolError:  # includes StreamClosedError, FlowControlError
             pass
 
     def _maybe_forget(self, ex: Exchange) -> None:
@@ -365,7 +367,8 @@ class H2Ingress(H2Endpoint):
     def respond_headers(self, ex: Exchange, headers: HeaderList, end_stream: bool) -> None:
         try:
             self.conn.send_headers(ex.client_stream, headers, end_stream=end_stream)
-        except h2.exceptions.StreamClosedError:
+        except h2.exceptions.ProtocolError:  # stream or connection already gone
+            self.exchanges.pop(ex.client_stream, None)
             return
         if end_stream:
             self._response_done(ex)
@@ -374,9 +377,10 @@ class H2Ingress(H2Endpoint):
     def respond_data(self, ex: Exchange, data: bytes, ack_len: int, end_stream: bool) -> None:
         try:
             self.send_body(ex.client_stream, ex, data, ack_len, end_stream)
-        except h2.exceptions.StreamClosedError:
+        except h2.exceptions.ProtocolError:  # stream or connection already gone
             if ack_len and ex.up is not None:
                 ex.up.ack_response(ex, ack_len)
+            self.exchanges.pop(ex.client_stream, None)
             return
         if end_stream:
             self._response_done(ex)
@@ -384,7 +388,8 @@ class H2Ingress(H2Endpoint):
     def respond_trailers(self, ex: Exchange, trailers: HeaderList) -> None:
         try:
             self.send_trailer_block(ex.client_stream, ex, trailers)
-        except h2.exceptions.StreamClosedError:
+        except h2.exceptions.ProtocolError:
+            self.exchanges.pop(ex.client_stream, None)
             return
         self._response_done(ex)
 
@@ -444,7 +449,7 @@ class H2Ingress(H2Endpoint):
             return
         self.closing = True
         try:
-            self.conn.close_connection(last_stream_id=self.conn.highest_inbound_stream_id)
+            self.conn.send_goaway(self.conn.highest_inbound_stream_id)
         except h2.exceptions.ProtocolError:
             pass
         self.flush()
@@ -572,9 +577,8 @@ class H1Ingress:
             (b":authority", authority),
             (b":path", self._url),
         ]
-        pseudo.extend(
-            (n, v) for n, v in headers if n not in HOP_BY_HOP and n != b"expect" and n != b"host"
-        )
+        # Hop-by-hop fields, and those the Connection header names, are dropped by forward_request.
+        pseudo.extend((n, v) for n, v in headers if n != b"expect" and n != b"host")
         if upgrade_h2c and http2_settings and not owner.tls and not body and self.current is None:
             # RFC 7540 §3.2: answer 101 and continue as HTTP/2, this request being stream 1.
             self._upgrade = (pseudo, http2_settings)

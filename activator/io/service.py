@@ -65,6 +65,8 @@ class ServiceRuntime:
             rng=rng,
         )
         self.pools: dict[str, PodPool] = {}
+        # Pods marked not ready because connecting to them failed (until a probe succeeds).
+        self.failed: set[str] = set()
         self.streams = ConcurrencyTracker(now)
         self.http1 = ConcurrencyTracker(now)
         self.requests_total = 0
@@ -94,11 +96,14 @@ class ServiceRuntime:
             if address not in addresses:
                 pool.retire()
                 del self.pools[address]
+                self.failed.discard(address)
         self._place_grants(grants)
 
     def set_ready(self, address: str, ready: bool) -> None:
         if address not in self.throttle.pods:
             return
+        if ready:
+            self.failed.discard(address)
         self._place_grants(self.throttle.set_ready(address, ready, self.loop.time()))
 
     def pod_failed(self, address: str, reason: str) -> None:
@@ -108,6 +113,7 @@ class ServiceRuntime:
         if pod is None or not pod.ready:
             return
         log.warning("service %s: pod %s failed (%s); marked not ready", self.name, address, reason)
+        self.failed.add(address)
         self.set_ready(address, False)
         if self.on_pod_failed is not None:
             self.on_pod_failed(address)
@@ -124,7 +130,19 @@ class ServiceRuntime:
         self.requests_total += 1
         self._acquire(ex, now)
 
+    def _all_pods_failing(self) -> bool:
+        """True when the service has pods and every one of them failed to connect: there is nothing
+        to wait for (unlike scale from zero, where pods are coming), so requests fail at once."""
+        if not self.failed or self.throttle.ready_pods:
+            return False
+        return all(
+            pod.address in self.failed for pod in self.throttle.pods.values() if not pod.removed
+        )
+
     def _acquire(self, ex: Exchange, now: float) -> None:
+        if self.failed and self._all_pods_failing():
+            ex.fail(UpstreamError(f"service {self.name}: no pod is reachable"))
+            return
         result = self.throttle.acquire(ex, ex.replay_bytes, now)
         if isinstance(result, PodState):
             self._place(ex, result)
@@ -183,9 +201,11 @@ class ServiceRuntime:
         key = reason.value
         self.replays_total[key] = self.replays_total.get(key, 0) + 1
         pod = ex.pod
-        if pod is not None and pod.ready and not pod.removed:
+        if reason is ReplayReason.GOAWAY and pod is not None and pod.ready and not pod.removed:
+            # The pod is fine, only that connection is going: keep the slot, use a new connection.
             self._place(ex, pod)
             return
+        # REFUSED_STREAM ("not now") or a pod that is gone: let the balancer choose again.
         self._reacquire(ex)
 
     def connect_failed(self, ex: Exchange, reason: str) -> None:

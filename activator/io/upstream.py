@@ -75,6 +75,8 @@ class PodPool:
         self.h1_count = 0
         self.waiting: deque[Exchange] = deque()
         self.retired = False
+        # Streams the pod serves per connection before it sends GOAWAY (0 = no limit seen).
+        self.streams_per_connection = 0
         # None until known; https pods pick by ALPN on their first connection.
         self.http2: bool | None = {"h2c": True, "http1": False}.get(settings.protocol)
 
@@ -182,7 +184,7 @@ class H2Upstream(H2Endpoint, asyncio.Protocol):
     def __init__(self, pool: PodPool) -> None:
         super().__init__(pool.loop)
         self.pool = pool
-        self.conn = GoawayTolerantConnection(
+        self.conn: GoawayTolerantConnection = GoawayTolerantConnection(
             config=h2.config.H2Configuration(
                 client_side=True,
                 header_encoding=None,
@@ -196,6 +198,7 @@ class H2Upstream(H2Endpoint, asyncio.Protocol):
         self.streams: dict[int, Exchange] = {}
         self.connected = False
         self.settings_received = False
+        self.started = 0  # streams opened over the connection's life
         self.closed = False
         self.draining = False
         self.peer_max_streams = ASSUMED_MAX_STREAMS
@@ -217,6 +220,11 @@ class H2Upstream(H2Endpoint, asyncio.Protocol):
 
     @property
     def max_streams(self) -> int:
+        budget = self.pool.streams_per_connection
+        if budget:
+            # The pod closes connections after `budget` streams (nginx keepalive_requests): never
+            # give one more streams than it will take, counting those it already served.
+            return min(self.peer_max_streams, budget - self.started + len(self.streams))
         return self.peer_max_streams
 
     # -- lifecycle ---------------------------------------------------------------------------------
@@ -253,6 +261,7 @@ class H2Upstream(H2Endpoint, asyncio.Protocol):
                 h2.settings.SettingCodes.MAX_HEADER_LIST_SIZE: 1 << 20,
             },
         )
+        conn.decoder.max_header_list_size = 1 << 20  # as advertised (h2 copies it only on ACK)
         conn.initiate_connection()
         conn.increment_flow_control_window(settings.connection_window - 65535)
         # Streams wait for the pod's SETTINGS (RFC 9113 §3.4: its first frame): sending them now
@@ -294,7 +303,7 @@ class H2Upstream(H2Endpoint, asyncio.Protocol):
         self._cancel_idle()
         if self.transport is not None:
             try:
-                self.conn.close_connection()
+                self.conn.send_goaway(0)
                 self.flush()
             except h2.exceptions.ProtocolError:
                 pass
@@ -308,10 +317,21 @@ class H2Upstream(H2Endpoint, asyncio.Protocol):
             return
         self._cancel_idle()
         conn = self.conn
-        stream_id = conn.get_next_available_stream_id()
-        end = ex.body_in_headers
-        conn.send_headers(stream_id, ex.headers, end_stream=end)
+        try:
+            stream_id = conn.get_next_available_stream_id()
+            end = ex.body_in_headers
+            conn.send_headers(stream_id, ex.headers, end_stream=end)
+        except h2.exceptions.ProtocolError as exc:
+            # The connection cannot take streams (stream ids exhausted, or broken): retire it;
+            # this stream never left, so it goes elsewhere.
+            log.info("pod %s: connection retired: %s", self.pool.address, exc)
+            self.draining = True
+            if not self.streams:
+                self.close()
+            ex.replay_after(ReplayReason.GOAWAY, charge=False)
+            return
         self.streams[stream_id] = ex
+        self.started += 1
         if end:
             ex.up = self
             ex.up_stream = stream_id
@@ -327,7 +347,7 @@ class H2Upstream(H2Endpoint, asyncio.Protocol):
         for ex in pending:
             if ex.done:
                 continue
-            if len(self.streams) < self.peer_max_streams and self.usable:
+            if len(self.streams) < self.max_streams and self.usable:
                 self.start_stream(ex)
             else:
                 overflow.append(ex)
@@ -338,13 +358,13 @@ class H2Upstream(H2Endpoint, asyncio.Protocol):
     def send_data(self, ex: Exchange, data: bytes, ack_len: int, end_stream: bool) -> None:
         try:
             self.send_body(ex.up_stream, ex, data, ack_len, end_stream)
-        except h2.exceptions.StreamClosedError:
+        except h2.exceptions.ProtocolError:  # the stream or the connection is gone
             pass
 
     def send_trailers(self, ex: Exchange, trailers: HeaderList) -> None:
         try:
             self.send_trailer_block(ex.up_stream, ex, trailers)
-        except h2.exceptions.StreamClosedError:
+        except h2.exceptions.ProtocolError:
             pass
 
     def on_sent(self, ex: Exchange, ack_len: int) -> None:
@@ -353,7 +373,10 @@ class H2Upstream(H2Endpoint, asyncio.Protocol):
 
     def ack_response(self, ex: Exchange, nbytes: int) -> None:
         if nbytes and not self.closed:
-            self.conn.acknowledge_received_data(nbytes, ex.up_stream)
+            try:
+                self.conn.acknowledge_received_data(nbytes, ex.up_stream)
+            except h2.exceptions.ProtocolError:
+                return
             self.schedule_flush()
 
     def cancel(self, ex: Exchange) -> None:
@@ -411,6 +434,7 @@ class H2Upstream(H2Endpoint, asyncio.Protocol):
             events = self.conn.receive_data(data)
         except h2.exceptions.ProtocolError as exc:
             log.warning("pod %s broke HTTP/2: %s", self.pool.address, exc)
+            self.closed = True  # not usable from now on; connection_lost fails its streams
             self.flush()
             if self.transport is not None:
                 self.transport.close()
@@ -490,6 +514,12 @@ class H2Upstream(H2Endpoint, asyncio.Protocol):
     def _on_goaway(self, last_stream_id: int, error_code: int) -> None:
         self.draining = True
         self.pool.service.goaways_total += 1
+        processed = (last_stream_id + 1) // 2  # client stream ids are odd: 1, 3, 5, ...
+        if error_code == 0 and 0 < processed < self.started:
+            # A graceful GOAWAY that cut us short: the pod serves `processed` streams per
+            # connection. Later connections get no more than that, so streams are not sent only to
+            # be turned away.
+            self.pool.streams_per_connection = processed
         # Streams above last_stream_id were not processed (RFC 9113 §6.8): replay them elsewhere.
         unprocessed = [sid for sid in self.streams if sid > last_stream_id]
         replay = []
@@ -502,8 +532,12 @@ class H2Upstream(H2Endpoint, asyncio.Protocol):
         if not self.streams:
             self.close()
         self.pool.slot_freed()
+        # A pod that processed streams before going away made progress: moving its leftovers to a
+        # new connection is routine and costs the request no replay. One that took nothing might do
+        # so forever, so that is charged against the request's replay limit.
+        charge = processed == 0
         for ex in replay:
-            ex.replay_after(ReplayReason.GOAWAY)
+            ex.replay_after(ReplayReason.GOAWAY, charge=charge)
 
     # -- idle ------------------------------------------------------------------------------------
 
