@@ -9,6 +9,8 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import socket
+import ssl
 import subprocess
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
@@ -205,6 +207,65 @@ def test_plaintext_listener_keeps_serving_next_to_tls(tls_activator: TlsActivato
     assert plain["x-forwarded-proto"] == ["http"]
 
 
+@pytest.mark.parametrize("protocol", ["--http2", "--http1.1"])
+def test_twenty_mebibyte_download_over_tls(
+    tls_activator: TlsActivator, tmp_path: Path, protocol: str
+) -> None:
+    """A body much larger than every window and TLS record buffer on the way."""
+    size = 20 << 20
+
+    result = curl(
+        protocol, "--insecure", f"{tls_activator.tls_url}/bytes/{size}", tmp_path=tmp_path
+    )
+
+    assert result.status == 200
+    assert len(result.body) == size
+
+
+def _tls_exchange(port: int, alpn: list[str] | None, request: bytes) -> bytes:
+    """One request on a fresh TLS connection (certificate not checked); everything read until the
+    server closes (the request asks it to)."""
+    context = ssl.create_default_context()
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE
+    if alpn is not None:
+        context.set_alpn_protocols(alpn)
+    with (
+        socket.create_connection(("127.0.0.1", port), timeout=CALL_TIMEOUT) as raw,
+        context.wrap_socket(raw, server_hostname=SERVER_NAME) as tls,
+    ):
+        tls.sendall(request)
+        answer = b""
+        while chunk := tls.recv(65536):
+            answer += chunk
+        return answer
+
+
+def test_tls_client_without_alpn_is_served_http1_1(tls_activator: TlsActivator) -> None:
+    answer = _tls_exchange(
+        tls_activator.tls_port, None, b"GET / HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n"
+    )
+
+    head, _, body = answer.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 200 ")
+    assert body.startswith(b"hello from pod-")
+
+
+def test_h2c_upgrade_is_not_performed_over_tls(tls_activator: TlsActivator) -> None:
+    """h2c is HTTP/2 over cleartext only (RFC 9113 §3.1): over TLS the Upgrade is ignored and the
+    request is answered in HTTP/1.1."""
+    request = (
+        b"GET / HTTP/1.1\r\nHost: a\r\nConnection: Upgrade, HTTP2-Settings, close\r\n"
+        b"Upgrade: h2c\r\nHTTP2-Settings: AAMAAABkAAQAoAAAAAIAAAAA\r\n\r\n"
+    )
+
+    answer = _tls_exchange(tls_activator.tls_port, ["http/1.1"], request)
+
+    head, _, body = answer.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 200 ")
+    assert body.startswith(b"hello from pod-")
+
+
 @pytest.fixture
 def grpc_pods() -> Iterator[list[GrpcPod]]:
     pods = start_pods(2)
@@ -357,6 +418,20 @@ def test_https_upstream_without_h2_falls_back_to_http1_1(
     assert [g.body for g in gets] == [b"http1 pod: GET /get/%d HTTP/1.1 0\n" % i for i in range(5)]
     assert post.body == b"http1 pod: POST /post HTTP/1.1 5000\n"
     assert pod.hosts == [f"127.0.0.1:{activator.port}"] * 6
+
+
+def test_https_upstream_to_a_plaintext_pod_is_a_prompt_502(
+    activator_proc: Callable[..., Any], demo_pods: Callable[..., Sequence[Any]], tmp_path: Path
+) -> None:
+    """A misconfigured ``https://`` upstream (the pod speaks cleartext): the TLS handshake fails, and
+    the client gets a 502 naming the reason rather than waiting for a pod that will never answer."""
+    (pod,) = demo_pods(1)
+    activator = activator_proc(pod.h2c_upstream.replace("h2c://", "https://"))
+
+    result = curl("--http2-prior-knowledge", activator.url + "/", tmp_path=tmp_path)
+
+    assert result.status == 502
+    assert b"SSL" in result.body
 
 
 def test_grpc_with_tls_on_both_hops(
