@@ -99,18 +99,25 @@ def test_unary_call_reaches_a_pod_and_returns(channel: grpc.Channel) -> None:
 
 
 def test_request_metadata_reaches_the_pod_and_trailing_metadata_comes_back(
-    channel: grpc.Channel,
+    channel: grpc.Channel, grpc_pods: list[GrpcPod]
 ) -> None:
     echo = channel.unary_unary(ECHO)
 
     response, call = echo.with_call(
         b"abc",
         timeout=CALL_TIMEOUT,
-        metadata=(("x-tenant", "blue"), ("x-trace-bin", b"\x00\xfe")),
+        metadata=(("x-tenant", "blue"), ("x-trace-bin", b"\x00\xfe"), ("x-big", "v" * 6000)),
     )
 
     assert response == b"cba"
     assert ("x-request-bytes", "3") in [(m.key, m.value) for m in call.trailing_metadata()]
+    (seen,) = [metadata for pod in grpc_pods for metadata in pod.echo_metadata]
+    assert ("x-tenant", "blue") in seen
+    assert ("x-trace-bin", b"\x00\xfe") in seen
+    assert ("x-big", "v" * 6000) in seen
+    # The activator's forwarding headers reach a gRPC pod as metadata too.
+    assert ("x-forwarded-proto", "http") in seen
+    assert ("x-forwarded-for", "127.0.0.1") in seen
 
 
 def test_server_streaming_delivers_100_messages_in_order(channel: grpc.Channel) -> None:

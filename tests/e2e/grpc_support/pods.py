@@ -69,6 +69,8 @@ class GrpcPod:
     def __init__(self, name: str, credentials: grpc.ServerCredentials | None = None) -> None:
         self.name = name
         self.calls: Counter[str] = Counter()
+        # Request metadata of each Echo call, as (key, value) pairs in arrival order.
+        self.echo_metadata: list[list[tuple[str, str | bytes]]] = []
         self.observations: list[Observation] = []
         self._lock = threading.Lock()
         self._observed = threading.Condition(self._lock)
@@ -159,6 +161,8 @@ class GrpcPod:
     def _echo(self, request: bytes, context: grpc.ServicerContext) -> bytes:
         """The request bytes reversed: a proxy that mixed up or truncated buffers cannot fake it."""
         self._record_call("Echo")
+        with self._lock:
+            self.echo_metadata.append([(m.key, m.value) for m in context.invocation_metadata()])
         context.set_trailing_metadata((("x-request-bytes", str(len(request))),))
         return request[::-1]
 
