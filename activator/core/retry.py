@@ -24,14 +24,25 @@ class ReplayVerdict(enum.Enum):
     TOO_MANY = "too_many_replays"
 
 
-def decide_replay(*, replays: int, max_replays: int, body_overflowed: bool) -> ReplayVerdict:
+# Replays a request may get in all, charged or not: a pod that serves some streams and turns away
+# the rest can keep a request moving for a while, but not forever.
+MOVES_PER_REPLAY = 10
+
+
+def decide_replay(
+    *, replays: int, moves: int, max_replays: int, body_overflowed: bool, charge: bool
+) -> ReplayVerdict:
     """Whether an unprocessed request can be sent again.
 
-    ``replays`` counts the replays already made for this request; ``body_overflowed`` is true once the
-    request body streamed past the replay buffer, so the pod would see a truncated body.
+    ``replays`` counts the charged replays already made for this request and ``moves`` all of them.
+    A replay is charged unless the pod that declined the stream was making progress (it completed
+    other streams, or its GOAWAY covered some): then declining is load shedding, not a broken pod,
+    and only the overall bound ``max_replays * MOVES_PER_REPLAY`` applies. ``body_overflowed`` is
+    true once the request body streamed past the replay buffer, so the pod would see a truncated
+    body.
     """
     if body_overflowed:
         return ReplayVerdict.BODY_TOO_LARGE
-    if replays >= max_replays:
+    if moves >= max_replays * MOVES_PER_REPLAY or (charge and replays >= max_replays):
         return ReplayVerdict.TOO_MANY
     return ReplayVerdict.REPLAY

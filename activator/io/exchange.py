@@ -62,6 +62,7 @@ class Exchange:
         "http1",
         "idle_ticks",
         "method",
+        "moves",
         "pending",
         "placed_at",
         "pod",
@@ -116,7 +117,8 @@ class Exchange:
         self.response_started = False
         self.queued = False
         self.done = False
-        self.replays = 0
+        self.replays = 0  # charged replays (see decide_replay)
+        self.moves = 0  # all replays
         self.connect_failures = 0
         # When a pod was first assigned (queue wait = placed_at - started_at); 0.0 until then.
         self.placed_at = 0.0
@@ -276,9 +278,11 @@ class Exchange:
             return
         self.up = None
         verdict = decide_replay(
-            replays=self.replays if charge else 0,
+            replays=self.replays,
+            moves=self.moves,
             max_replays=self.service.max_replays,
             body_overflowed=self.replay is None,
+            charge=charge,
         )
         if verdict is not ReplayVerdict.REPLAY:
             self.service.count_replay_failure(reason)
@@ -289,6 +293,7 @@ class Exchange:
                 )
             )
             return
+        self.moves += 1
         if charge:
             self.replays += 1
         self.service.replay(self, reason)

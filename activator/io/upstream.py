@@ -199,6 +199,7 @@ class H2Upstream(H2Endpoint, asyncio.Protocol):
         self.connected = False
         self.settings_received = False
         self.started = 0  # streams opened over the connection's life
+        self.completed = 0  # responses completed over the connection's life
         self.closed = False
         self.draining = False
         self.peer_max_streams = ASSUMED_MAX_STREAMS
@@ -493,6 +494,7 @@ class H2Upstream(H2Endpoint, asyncio.Protocol):
         self.flush()
 
     def _response_complete(self, ex: Exchange) -> None:
+        self.completed += 1
         if not ex.up_sent_end:
             # RFC 9113 §8.1: the pod answered before reading the whole request; stop sending it.
             self.reset_stream(ex.up_stream, h2.errors.ErrorCodes.NO_ERROR)
@@ -507,7 +509,8 @@ class H2Upstream(H2Endpoint, asyncio.Protocol):
             return
         self._stream_closed()
         if error_code == _REFUSED and not ex.response_started:
-            ex.replay_after(ReplayReason.REFUSED)
+            # A connection that has answered streams is a live pod shedding load: not charged.
+            ex.replay_after(ReplayReason.REFUSED, charge=self.completed == 0)
         else:
             ex.on_upstream_reset(error_code)
 

@@ -8,20 +8,37 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from activator.core.pool_policy import PoolAction, choose_connection
-from activator.core.retry import ReplayVerdict, decide_replay
+from activator.core.retry import MOVES_PER_REPLAY, ReplayVerdict, decide_replay
 
 
-@given(st.integers(0, 10), st.integers(0, 10), st.booleans())
-def test_replay_only_whole_bodies_within_the_limit(
-    replays: int, limit: int, overflow: bool
+@given(st.integers(0, 10), st.integers(0, 200), st.integers(0, 10), st.booleans(), st.booleans())
+def test_replay_only_whole_bodies_within_the_limits(
+    replays: int, moves: int, limit: int, overflow: bool, charge: bool
 ) -> None:
-    verdict = decide_replay(replays=replays, max_replays=limit, body_overflowed=overflow)
+    verdict = decide_replay(
+        replays=replays, moves=moves, max_replays=limit, body_overflowed=overflow, charge=charge
+    )
     if overflow:
         assert verdict is ReplayVerdict.BODY_TOO_LARGE
-    elif replays >= limit:
+    elif moves >= limit * MOVES_PER_REPLAY or (charge and replays >= limit):
         assert verdict is ReplayVerdict.TOO_MANY
     else:
         assert verdict is ReplayVerdict.REPLAY
+
+
+def test_uncharged_moves_are_still_bounded() -> None:
+    # A pod that serves one stream and refuses the rest cannot bounce a request forever.
+    args = {"replays": 0, "max_replays": 3, "body_overflowed": False, "charge": False}
+    assert decide_replay(moves=29, **args) is ReplayVerdict.REPLAY
+    assert decide_replay(moves=30, **args) is ReplayVerdict.TOO_MANY
+
+
+def test_replay_disabled_means_never() -> None:
+    for charge in (True, False):
+        verdict = decide_replay(
+            replays=0, moves=0, max_replays=0, body_overflowed=False, charge=charge
+        )
+        assert verdict is ReplayVerdict.TOO_MANY
 
 
 @dataclass
