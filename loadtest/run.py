@@ -310,8 +310,11 @@ def write_outputs(meta: dict[str, Any], records: list[RunRecord], out_dir: Path)
         print(f"loadtest: {plot_problem}", file=sys.stderr)
     markdown = render_markdown(meta, records, plot_files)
     (out_dir / "RESULTS.md").write_text(markdown)
-    payload = {"meta": meta, "records": [dataclasses.asdict(r) for r in records]}
-    (out_dir / "results.json").write_text(json.dumps(payload, indent=1) + "\n")
+    # One line per run: the file stays diffable without the CDF points taking thousands of lines.
+    rows = ",\n".join(json.dumps(dataclasses.asdict(r)) for r in records)
+    (out_dir / "results.json").write_text(
+        f'{{"meta": {json.dumps(meta, indent=1)},\n"records": [\n{rows}\n]}}\n'
+    )
     summary_end = markdown.index("## Scenarios") if "## Scenarios" in markdown else None
     print(markdown[markdown.index("## Summary") : summary_end])
     print(f"loadtest: wrote {out_dir / 'RESULTS.md'}, results.json and {len(plot_files)} PNG(s)")
