@@ -1041,10 +1041,11 @@ class _H1Exchange(_Exchange):
             raise _StreamGone
         conn = self.conn
         transport = conn.transport
-        # Everything written so far must reach the client before the reset, so wait for the
-        # buffer to empty completely (pause_writing fires as soon as anything is buffered).
+        # Everything written so far must reach the kernel before the reset. With a low-water
+        # mark of 0, resume_writing() fires once the buffer is empty. (The buffer size is what
+        # is checked: TLS transports report "paused" at a high-water mark of 0 even when empty.)
         transport.set_write_buffer_limits(high=0, low=0)
-        while conn.paused:
+        while transport.get_write_buffer_size() > 0:
             if self.gone:
                 raise _StreamGone
             await self._wait()

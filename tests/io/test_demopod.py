@@ -990,6 +990,30 @@ async def test_tls_alpn_h2_and_http11(start_pod: StartPod, certificate: tuple[Pa
     assert out == b"2"
 
 
+async def test_reset_after_over_tls_http11(
+    start_pod: StartPod, certificate: tuple[Path, Path]
+) -> None:
+    cert, key = certificate
+    pod = await start_pod(make_server_ssl_context(str(cert), str(key)))
+    trust = ssl.create_default_context(cafile=str(cert))
+    reader, writer = await asyncio.open_connection("127.0.0.1", pod.port, ssl=trust)
+    received = b""
+    try:
+        writer.write(b"GET /reset-after/3000 HTTP/1.1\r\nHost: pod\r\n\r\n")
+        async with asyncio.timeout(EVENT_TIMEOUT):
+            with contextlib.suppress(ConnectionResetError, ssl.SSLError):
+                while chunk := await reader.read(65536):
+                    received += chunk
+    finally:
+        writer.close()
+        with contextlib.suppress(ConnectionError, ssl.SSLError):
+            await writer.wait_closed()
+    assert received.startswith(b"HTTP/1.1 200 OK\r\n")
+    assert not received.endswith(b"0\r\n\r\n")  # the chunked body never ends
+    record = pod.stats.log[-1]
+    assert (record.path, record.outcome, record.reset_by) == ("/reset-after/3000", "reset", "pod")
+
+
 async def test_command_line_serves_until_sigterm() -> None:
     curl = need("curl")
     process = await asyncio.create_subprocess_exec(
