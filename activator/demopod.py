@@ -110,7 +110,8 @@ class PodBehaviour:
     goaway_every: int = 0
     """>0: after the Nth stream on a connection, send GOAWAY(last_stream_id=that stream,
     NO_ERROR), ignore later streams (RFC 9113 §6.8), finish the others, then close.
-    HTTP/1.1: `Connection: close` on the Nth request."""
+    HTTP/1.1: `Connection: close` on the Nth request. Note that clients built on h2 (httpx)
+    fail every open stream on any GOAWAY, even those the pod goes on to answer."""
     refuse_every: int = 0
     """>0: every Nth stream the pod receives (counted across connections) gets
     RST_STREAM(REFUSED_STREAM) unprocessed. HTTP/1.1 has no such signal: it gets a 503."""
@@ -161,6 +162,7 @@ class PodStats:
     """Requests between receipt of their headers and the end of their response."""
     max_in_flight: int = 0
     connections_total: int = 0
+    """Every accepted connection, including ones used only for /admin/ requests."""
     goaways_sent: int = 0
     refused: int = 0
     client_resets: int = 0
