@@ -110,6 +110,43 @@ def test_all_pods_killed_answers_502_without_hanging(
 # -- header blocks -----------------------------------------------------------------------------------
 
 
+def test_oversized_header_block_gets_431_on_that_stream_only(
+    demo_pods: Any, activator_proc: Any
+) -> None:
+    (pod,) = demo_pods(PodBehaviour(name="p"))
+    activator = activator_proc(pod)
+    with RawH2Client(activator.port) as client:
+        big = client.request("/", headers=[("x-big", "a" * 70_000)])
+        small = client.request("/bytes/7")
+        big_response = client.response(big)
+        small_response = client.response(small)
+        goaway = client.goaway
+    assert goaway is None, f"the whole connection was closed: {goaway}"
+    assert big_response.status == 431
+    assert small_response.status == 200
+    assert len(small_response.body) == 7
+    assert all(
+        e["path"] != "/" for e in pod.stats()["log"]
+    )  # the big request never reached the pod
+
+
+def test_oversized_header_block_after_settings_exchange_gets_431(
+    demo_pods: Any, activator_proc: Any
+) -> None:
+    # Same, with the client waiting until the activator's SETTINGS (MAX_HEADER_LIST_SIZE 1 MiB) are
+    # in force before sending the large block.
+    (pod,) = demo_pods(PodBehaviour(name="p"))
+    activator = activator_proc(pod)
+    with RawH2Client(activator.port) as client:
+        assert client.wait_settings()
+        big = client.request("/", headers=[("x-big", "a" * 70_000)])
+        big_response = client.response(big)
+        assert client.goaway is None, f"the whole connection was closed: {client.goaway}"
+        assert big_response.status == 431
+        after = client.request("/bytes/3")
+        assert client.response(after).status == 200
+
+
 def test_header_block_just_under_the_limit_is_forwarded(
     demo_pods: Any, activator_proc: Any
 ) -> None:

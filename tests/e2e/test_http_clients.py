@@ -391,6 +391,35 @@ def test_forwarding_headers_over_http2(fleet: Fleet) -> None:
         assert name not in seen
 
 
+def test_forwarding_headers_over_http11_drop_hop_by_hop(fleet: Fleet) -> None:
+    sock, reader = http1_connection(fleet.activator.port)
+    body = b"0123456789"
+    with sock, reader:
+        sock.sendall(
+            b"POST /headers HTTP/1.1\r\n"
+            b"Host: api.example.test\r\n"
+            b"Connection: keep-alive, X-Hop-Only\r\n"
+            b"Keep-Alive: timeout=5\r\n"
+            b"X-Hop-Only: secret\r\n"
+            b"Proxy-Connection: keep-alive\r\n"
+            b"Transfer-Encoding: chunked\r\n"
+            b"X-End-To-End: yes\r\n"
+            b"\r\n" + b"%x\r\n%b\r\n0\r\n\r\n" % (len(body), body)
+        )
+        response = read_http1_response(reader)
+    assert response.status == 200
+    seen = json.loads(response.body)
+    assert seen[":authority"] == ["api.example.test"]
+    assert seen[":method"] == ["POST"]
+    assert seen["x-forwarded-for"] == ["127.0.0.1"]
+    assert seen["x-forwarded-proto"] == ["http"]
+    assert seen["forwarded"] == ['for=127.0.0.1;proto=http;host="api.example.test"']
+    assert seen["x-end-to-end"] == ["yes"]
+    for name in (*HOP_BY_HOP_NAMES, "x-hop-only"):
+        assert name not in seen, seen
+    assert "host" not in seen  # HTTP/2 to the pod: the authority travels as :authority only
+
+
 def test_forwarding_headers_via_curl_upgrade(fleet: Fleet) -> None:
     # The upgraded request (stream 1) must not carry Upgrade/HTTP2-Settings/Connection to the pod.
     result = curl("--http2", "-H", "Host: up.example.test", fleet.url + "/headers")
