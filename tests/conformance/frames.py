@@ -286,14 +286,16 @@ class H2Client:
             while not (got_settings and got_ack):
                 frame = await self._read_frame()
                 if frame is None:
-                    raise ConformanceFailure(f"connection closed during the handshake: {self.seen}")
+                    raise ConformanceFailure(
+                        f"connection closed during the handshake: {self.recent()}"
+                    )
                 if isinstance(frame, SettingsFrame):
                     if "ACK" in frame.flags:
                         got_ack = True
                     else:
                         got_settings = True
                 elif isinstance(frame, GoAwayFrame):
-                    raise ConformanceFailure(f"GOAWAY during the handshake: {self.seen}")
+                    raise ConformanceFailure(f"GOAWAY during the handshake: {self.recent()}")
 
     # -- receiving ---------------------------------------------------------------------------------
 
@@ -335,7 +337,7 @@ class H2Client:
                 self.stream(frame.stream_id).ended = True
         elif isinstance(frame, ContinuationFrame):
             if self._block is None or self._block[0] != frame.stream_id:
-                raise ConformanceFailure(f"server sent a stray CONTINUATION: {self.seen}")
+                raise ConformanceFailure(f"server sent a stray CONTINUATION: {self.recent()}")
             self._block[1].extend(frame.data)
             if "END_HEADERS" in frame.flags:
                 self._end_block()
@@ -362,6 +364,12 @@ class H2Client:
             raise ConformanceFailure(f"server sent an undecodable header block: {exc}") from exc
         self.stream(stream_id).header_blocks.append([(str(n), str(v)) for n, v in headers])
 
+    def recent(self) -> str:
+        """The last frames received, for failure messages."""
+        shown = self.seen[-30:]
+        skipped = len(self.seen) - len(shown)
+        return ("... " if skipped else "") + ", ".join(shown)
+
     def stream(self, stream_id: int) -> StreamState:
         state = self.streams.get(stream_id)
         if state is None:
@@ -375,7 +383,7 @@ class H2Client:
         except TimeoutError:
             raise ConformanceFailure(
                 f"no answer within {TIMEOUT} s while waiting for {waiting_for}; received: "
-                f"{self.seen}"
+                f"{self.recent()}"
             ) from None
 
     def _deadline(self) -> float:
@@ -396,14 +404,14 @@ class H2Client:
                 if frame.error_code not in codes:
                     raise ConformanceFailure(
                         f"expected {wanted}, got GOAWAY({code_name(frame.error_code)}); "
-                        f"received: {self.seen}"
+                        f"received: {self.recent()}"
                     )
                 outcome = Outcome("goaway", frame.error_code, debug=bytes(frame.additional_data))
                 await self._expect_closed_after_goaway(deadline, wanted)
                 return outcome
             if isinstance(frame, RstStreamFrame):
                 raise ConformanceFailure(
-                    f"expected {wanted}, got a stream error instead; received: {self.seen}"
+                    f"expected {wanted}, got a stream error instead; received: {self.recent()}"
                 )
 
     async def _expect_closed_after_goaway(self, deadline: float, wanted: str) -> None:
@@ -417,7 +425,7 @@ class H2Client:
                 ErrorCode.NO_ERROR,
                 self.goaway.error_code if self.goaway else -1,
             ):
-                raise ConformanceFailure(f"a second, different GOAWAY: {self.seen}")
+                raise ConformanceFailure(f"a second, different GOAWAY: {self.recent()}")
 
     async def expect_stream_error(
         self, stream_id: int, *codes: int, connection_error: bool = True
@@ -435,25 +443,25 @@ class H2Client:
             if frame is None:
                 if connection_error:
                     return Outcome("closed")
-                raise ConformanceFailure(f"expected {wanted}, connection closed: {self.seen}")
+                raise ConformanceFailure(f"expected {wanted}, connection closed: {self.recent()}")
             if isinstance(frame, RstStreamFrame) and frame.stream_id == stream_id:
                 if frame.error_code not in codes:
                     raise ConformanceFailure(
                         f"expected {wanted}, got RST_STREAM({code_name(frame.error_code)}); "
-                        f"received: {self.seen}"
+                        f"received: {self.recent()}"
                     )
                 return Outcome("rst_stream", frame.error_code, stream_id)
             if isinstance(frame, GoAwayFrame):
                 if not connection_error or frame.error_code not in codes:
                     raise ConformanceFailure(
                         f"expected {wanted}, got GOAWAY({code_name(frame.error_code)}); "
-                        f"received: {self.seen}"
+                        f"received: {self.recent()}"
                     )
                 await self._expect_closed_after_goaway(deadline, wanted)
                 return Outcome("goaway", frame.error_code)
             if isinstance(frame, HeadersFrame) and frame.stream_id == stream_id:
                 raise ConformanceFailure(
-                    f"expected {wanted}, got a response instead; received: {self.seen}"
+                    f"expected {wanted}, got a response instead; received: {self.recent()}"
                 )
 
     async def expect_response(self, stream_id: int) -> StreamState:
@@ -464,15 +472,15 @@ class H2Client:
             frame = await self._next(deadline, f"a response on stream {stream_id}")
             if frame is None or (isinstance(frame, GoAwayFrame) and frame.error_code):
                 raise ConformanceFailure(
-                    f"connection ended before the response on stream {stream_id}: {self.seen}"
+                    f"connection ended before the response on stream {stream_id}: {self.recent()}"
                 )
             if state.reset_code is not None:
                 raise ConformanceFailure(
                     f"stream {stream_id} reset with {code_name(state.reset_code)} instead of a "
-                    f"response: {self.seen}"
+                    f"response: {self.recent()}"
                 )
         if state.status is None:
-            raise ConformanceFailure(f"stream {stream_id} ended without a :status: {self.seen}")
+            raise ConformanceFailure(f"stream {stream_id} ended without a :status: {self.recent()}")
         return state
 
     async def expect_headers(self, stream_id: int) -> StreamState:
@@ -482,20 +490,36 @@ class H2Client:
         while state.status is None:
             frame = await self._next(deadline, f"response headers on stream {stream_id}")
             if frame is None or state.reset_code is not None:
-                raise ConformanceFailure(f"no response headers on stream {stream_id}: {self.seen}")
+                raise ConformanceFailure(
+                    f"no response headers on stream {stream_id}: {self.recent()}"
+                )
         return state
 
-    async def expect_alive(self) -> None:
-        """The connection still works: a PING gets its ACK (RFC 9113 §6.7), with no error first."""
+    async def expect_alive(self, *calm_codes: int) -> bool:
+        """The connection still works: a PING gets its ACK (RFC 9113 §6.7), with no error first.
+
+        With ``calm_codes``, a connection error with one of them (e.g. ENHANCE_YOUR_CALM against a
+        flood, RFC 9113 §10.5) is accepted too, and False returned; True means alive.
+        """
         payload = os.urandom(8)
         self.send(ping(payload))
         deadline = self._deadline()
-        while payload not in self.pings_acked:
+        while True:
             frame = await self._next(deadline, "a PING ACK")
+            if (
+                isinstance(frame, PingFrame)
+                and "ACK" in frame.flags
+                and bytes(frame.opaque_data) == payload
+            ):
+                return True
+            if frame is None and calm_codes and self.goaway is None:
+                return False
             if frame is None or isinstance(frame, GoAwayFrame):
-                raise ConformanceFailure(f"connection ended instead of a PING ACK: {self.seen}")
+                if self.goaway is not None and self.goaway.error_code in calm_codes:
+                    return False
+                raise ConformanceFailure(f"connection ended instead of a PING ACK: {self.recent()}")
             if isinstance(frame, RstStreamFrame):
-                raise ConformanceFailure(f"unexpected RST_STREAM: {self.seen}")
+                raise ConformanceFailure(f"unexpected RST_STREAM: {self.recent()}")
 
     async def expect_frame(self, kind: type[Frame], stream_id: int | None = None) -> Frame:
         """The next frame of type ``kind`` (on ``stream_id`` if given); errors in between fail."""
@@ -506,7 +530,7 @@ class H2Client:
                 return frame
             if frame is None or isinstance(frame, GoAwayFrame | RstStreamFrame):
                 raise ConformanceFailure(
-                    f"expected a {kind.__name__}, the server ended it: {self.seen}"
+                    f"expected a {kind.__name__}, the server ended it: {self.recent()}"
                 )
 
     async def close(self) -> None:

@@ -1,0 +1,146 @@
+"""Beyond h2spec: the activator's own limits and its isolation of one client from another.
+
+A proxy multiplexes every client onto shared pod connections, so one client's misbehaviour - too
+many streams, floods of PING or SETTINGS, a window kept at zero, a socket never read, a huge header
+block - must cost that client only: another client on its own connection still gets its answers.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+from conftest import ActivatorUnderTest
+from frames import (
+    END_STREAM,
+    MAX_WINDOW,
+    ErrorCode,
+    FrameType,
+    H2Client,
+    Setting,
+    data,
+    ping,
+    raw_frame,
+    request,
+    settings_frame,
+    window_update,
+)
+
+CALM = ErrorCode.ENHANCE_YOUR_CALM
+MIB = 1 << 20
+
+
+async def _other_client_is_served(act: ActivatorUnderTest) -> None:
+    """A new connection gets a small and a 1 MiB response, complete and in order."""
+    other = await act.client()
+    other.send(other.headers(1, request("/")), other.headers(3, request(f"/bytes/{MIB}")))
+    hello = await other.expect_response(1)
+    assert bytes(hello.body) == b"hello from a\n"
+    body = await other.expect_response(3)
+    assert len(body.body) == MIB
+    # /bytes/N repeats 0x00..0xff: a lost, duplicated or reordered chunk would show.
+    assert bytes(body.body[:512]) == bytes(range(256)) * 2
+    assert bytes(body.body[-256:]) == bytes(range(256))
+
+
+async def test_stream_over_max_concurrent_streams_is_refused(activator: ActivatorUnderTest) -> None:
+    """RFC 9113 §5.1.2: with its 250 streams open, a client's 251st gets RST_STREAM(REFUSED_STREAM)
+    (safe to retry, RFC 9113 §8.7), not a connection error that would also kill the 250; those
+    still complete, and other clients are unaffected."""
+    h2 = await activator.client()
+    limit = h2.server_settings[Setting.MAX_CONCURRENT_STREAMS]
+    assert limit == 250
+    frames = [
+        h2.headers(1 + 2 * i, request("/echo", "POST"), end_stream=False) for i in range(limit)
+    ]
+    h2.send(*frames)
+    extra = 1 + 2 * limit
+    h2.send(h2.headers(extra, request("/echo", "POST"), end_stream=False))
+    await h2.expect_stream_error(extra, ErrorCode.REFUSED_STREAM, connection_error=False)
+    h2.send(data(1, b"first", end_stream=True), data(2 * limit - 1, b"last", end_stream=True))
+    assert bytes((await h2.expect_response(1)).body) == b"first"
+    assert bytes((await h2.expect_response(2 * limit - 1)).body) == b"last"
+    # The refused stream id was used up; the next one is accepted now that two streams closed.
+    h2.send(h2.headers(extra + 2, request("/")))
+    assert (await h2.expect_response(extra + 2)).status == 200
+    await _other_client_is_served(activator)
+
+
+async def test_ping_flood_does_not_starve_other_clients(activator: ActivatorUnderTest) -> None:
+    """30,000 PINGs in one burst, never read: another client is still served; the flooder either
+    still works or was told ENHANCE_YOUR_CALM (RFC 9113 §10.5)."""
+    flooder = await activator.client()
+    flooder.send(b"".join(ping(i.to_bytes(8, "big")) for i in range(30_000)))
+    await _other_client_is_served(activator)
+    await flooder.expect_alive(CALM)
+
+
+async def test_settings_flood_does_not_starve_other_clients(activator: ActivatorUnderTest) -> None:
+    """20,000 SETTINGS frames (each to be acknowledged) in one burst, never read: another client
+    is still served; the flooder either still works or was told ENHANCE_YOUR_CALM."""
+    flooder = await activator.client()
+    frame = settings_frame([(Setting.INITIAL_WINDOW_SIZE, 65535), (Setting.ENABLE_PUSH, 0)])
+    flooder.send(frame * 20_000)
+    await _other_client_is_served(activator)
+    await flooder.expect_alive(CALM)
+
+
+async def test_client_with_zero_window_does_not_block_others(activator: ActivatorUnderTest) -> None:
+    """A client with SETTINGS_INITIAL_WINDOW_SIZE = 0 asks for 20 responses of 4 MiB (80 MiB,
+    more than the activator's receive window on its shared pod connection) and never opens its
+    window: nothing can be sent to it, and another client's downloads still complete."""
+    stuck = await activator.client([(Setting.INITIAL_WINDOW_SIZE, 0)])
+    stuck.auto_window = False
+    stuck.send(*(stuck.headers(1 + 2 * i, request(f"/bytes/{4 * MIB}")) for i in range(20)))
+    await stuck.expect_headers(39)
+    await _other_client_is_served(activator)
+    await stuck.expect_alive()
+    assert not any(stuck.stream(1 + 2 * i).body for i in range(20))
+
+
+async def test_client_that_never_reads_does_not_block_others(activator: ActivatorUnderTest) -> None:
+    """A client opens its windows wide, asks for 20 responses of 4 MiB (more than the activator's
+    receive window on its shared pod connection) and never reads its socket: TCP backpressure stops
+    the activator's writes to it, and another client's downloads still complete."""
+    stuck = await activator.client([(Setting.INITIAL_WINDOW_SIZE, MAX_WINDOW)])
+    stuck.send(window_update(0, MAX_WINDOW - 65535))
+    stuck.send(*(stuck.headers(1 + 2 * i, request(f"/bytes/{4 * MIB}")) for i in range(20)))
+    # Never read from ``stuck`` again: its socket buffers fill and the activator must stop writing.
+    await asyncio.sleep(0)
+    await _other_client_is_served(activator)
+
+
+def _big_header_block(h2: H2Client, stream_id: int, total: int) -> list[bytes]:
+    """A request whose header block is ``total`` octets, as HEADERS + CONTINUATION frames of
+    16 KiB (uncompressed literals so the size is what is sent)."""
+    fields = [(f"x-big-{i}", "v" * 8000) for i in range(total // 8000)]
+    block = h2.encode(request(extra=fields), huffman=False)
+    pieces = [block[i : i + 16384] for i in range(0, len(block), 16384)]
+    frames = [raw_frame(FrameType.HEADERS, END_STREAM, stream_id, pieces[0])]
+    frames += [h2.continuation(stream_id, p, end_headers=False) for p in pieces[1:-1]]
+    frames.append(h2.continuation(stream_id, pieces[-1]))
+    return frames
+
+
+async def test_200_kib_header_block_gets_431(activator: ActivatorUnderTest) -> None:
+    """A 200 KiB header block (HEADERS + 12 CONTINUATION): 431 on that stream, or a connection
+    error (RFC 9113 §10.5.1 allows either); another connection is unaffected, and if only the stream
+    was refused, the same connection keeps working."""
+    h2 = await activator.client()
+    h2.send(*_big_header_block(h2, 1, 200 * 1024))
+    refused_stream_only = True
+    try:
+        response = await h2.expect_response(1)
+    except AssertionError:
+        # Not a response: then it must be a connection error.
+        refused_stream_only = False
+        assert h2.goaway is not None or h2.closed, h2.recent()
+        if h2.goaway is not None:
+            assert h2.goaway.error_code in (CALM, ErrorCode.PROTOCOL_ERROR), h2.recent()
+    if refused_stream_only:
+        assert response.status == 431, h2.recent()
+        await h2.expect_alive()
+        h2.send(h2.headers(3, request()))
+        assert (await h2.expect_response(3)).status == 200
+    await _other_client_is_served(activator)
+    # The other client's two requests, stream 3 if the connection survived; never the big one.
+    assert activator.pod.stats.requests == 2 + int(refused_stream_only)
