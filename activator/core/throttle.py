@@ -8,6 +8,10 @@ returned grants, expiries and rejections.
 Every ticket passed to :meth:`ServiceThrottle.acquire` ends exactly once: granted a pod (at once
 or later via a returned grant list), rejected at once, cancelled by :meth:`ServiceThrottle.cancel`
 (or :meth:`ServiceThrottle.drain_queue`), or expired by :meth:`ServiceThrottle.expire`.
+
+Several throttles of one service (one per worker process) can share each pod's
+``container_concurrency`` through a :class:`SlotGate`: a pod is granted only when it has a free
+slot in this throttle and the gate agrees that it has one over all throttles.
 """
 
 from __future__ import annotations
@@ -17,11 +21,11 @@ import random
 from collections import OrderedDict
 from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import ClassVar, Final, Generic, Literal, TypeVar
+from typing import ClassVar, Final, Generic, Literal, Protocol, TypeVar
 
 from activator.core.balancer import PodState, pick_least_loaded
 
-__all__ = ["QUEUED", "Queued", "Rejected", "ServiceThrottle"]
+__all__ = ["QUEUED", "Queued", "Rejected", "ServiceThrottle", "SlotGate"]
 
 T = TypeVar("T")
 
@@ -68,6 +72,37 @@ class Rejected:
     retry_after: float
 
 
+class SlotGate(Protocol):
+    """Pod slots shared with other throttles of the same service (other worker processes).
+
+    The gate counts, per pod address, the requests in flight over all throttles sharing it and
+    refuses a slot once that count reaches the service's ``container_concurrency``. A throttle
+    with queued tickets is marked as waiting; a slot given back while others wait wakes them (the
+    I/O shell then calls :meth:`ServiceThrottle.retry_grants`), so no throttle has to poll.
+    """
+
+    def try_take(self, pod: str) -> bool:
+        """Take one slot of ``pod`` (an address) if one is free over all throttles.
+
+        On refusal the gate marks this throttle as waiting, in the same atomic step, so that a
+        slot given back right after the refusal still wakes it.
+        """
+        ...
+
+    def give_back(self, pod: str) -> bool:
+        """Return one slot of ``pod`` taken by :meth:`try_take`.
+
+        Returns:
+            True when other throttles were waiting: the gate woke them, and this throttle too if
+            it is marked as waiting, and the freed slot goes to whichever retries first.
+        """
+        ...
+
+    def set_waiting(self, waiting: bool) -> None:
+        """Mark (or unmark) this throttle as having queued tickets."""
+        ...
+
+
 @dataclass(slots=True)
 class _Waiting:
     """Book-keeping for one queued ticket."""
@@ -99,6 +134,8 @@ class ServiceThrottle(Generic[T]):
     """
 
     __slots__ = (
+        "_flagged",
+        "_gate",
         "_in_flight",
         "_pod_list",
         "_queue",
@@ -119,6 +156,7 @@ class ServiceThrottle(Generic[T]):
         max_queue_bytes: int = 64 * 1024 * 1024,
         queue_timeout: float = 30.0,
         rng: random.Random | None = None,
+        gate: SlotGate | None = None,
     ) -> None:
         """Create a throttle with no pods and an empty queue.
 
@@ -128,6 +166,8 @@ class ServiceThrottle(Generic[T]):
             max_queue_bytes: Most buffered request bytes waiting at once.
             queue_timeout: Seconds a ticket may wait (``math.inf`` for no limit).
             rng: Randomness for pod choice; a fresh ``random.Random()`` when omitted.
+            gate: Slots shared with other throttles of this service; ignored when
+                ``container_concurrency`` is 0 (an unlimited pod never needs one).
 
         Raises:
             ValueError: A limit is negative or the timeout is not positive.
@@ -153,6 +193,9 @@ class ServiceThrottle(Generic[T]):
         self._queue: OrderedDict[T, _Waiting] = OrderedDict()
         self._queue_bytes = 0
         self._in_flight = 0
+        self._gate = gate if container_concurrency > 0 else None
+        # This throttle is marked as waiting in the gate (set by a refusal or by queueing).
+        self._flagged = False
 
     # -- endpoint membership and readiness ------------------------------------------------
 
@@ -232,7 +275,14 @@ class ServiceThrottle(Generic[T]):
         """
         queue = self._queue
         if not queue:
-            pod = pick_least_loaded(self._pod_list, self._rng)
+            if self._gate is None:
+                pod = pick_least_loaded(self._pod_list, self._rng)
+            else:
+                pod = self._pick_gated()
+                # Granted after a refusal: unmark. Not when queueing: that would open a window in
+                # which a slot given back wakes no one.
+                if pod is not None and self._flagged:
+                    self._unflag_if_idle()
             if pod is not None:
                 pod.in_flight += 1
                 self._in_flight += 1
@@ -240,12 +290,22 @@ class ServiceThrottle(Generic[T]):
         if ticket in queue:
             raise ValueError(f"ticket {ticket!r} is already queued")
         if len(queue) >= self.max_queue_requests:
-            return Rejected("queue_full", self._retry_after(now))
+            return self._reject("queue_full", now)
         if self._queue_bytes + nbytes > self.max_queue_bytes:
-            return Rejected("queue_bytes", self._retry_after(now))
+            return self._reject("queue_bytes", now)
         queue[ticket] = _Waiting(nbytes, now, now + self.queue_timeout)
         self._queue_bytes += nbytes
+        if self._gate is not None and not self._flagged:
+            # Queued because this throttle's own slots are full (the gate was not asked): be
+            # woken, too, when a slot is given back while other throttles wait.
+            self._flagged = True
+            self._gate.set_waiting(True)
         return QUEUED
+
+    def _reject(self, reason: Literal["queue_full", "queue_bytes"], now: float) -> Rejected:
+        if self._flagged:
+            self._unflag_if_idle()
+        return Rejected(reason, self._retry_after(now))
 
     def release(self, pod: PodState, now: float) -> list[tuple[T, PodState]]:
         """Finish one request on ``pod`` and hand freed capacity to waiting tickets.
@@ -262,12 +322,26 @@ class ServiceThrottle(Generic[T]):
             raise ValueError(f"release of pod {pod.address} with no request in flight")
         pod.in_flight -= 1
         self._in_flight -= 1
+        # Other throttles wait for slots: the gate woke them (and this one, if it has queued
+        # tickets), and the freed slot goes to whichever retries first. Granting it here at once
+        # would let a throttle whose requests keep coming starve the others.
+        handed_over = self._gate is not None and self._gate.give_back(pod.address)
         if pod.removed:
             if pod.in_flight == 0 and self.pods.get(pod.address) is pod:
                 del self.pods[pod.address]
                 self._pod_list.remove(pod)
             # A removed pod's slot is not usable, so nothing new can be granted.
             return []
+        if not self._queue or handed_over:
+            return []
+        return self._grant(now)
+
+    def retry_grants(self, now: float) -> list[tuple[T, PodState]]:
+        """Hand slots to waiting tickets again: the gate said another throttle gave one back.
+
+        Returns:
+            Queued tickets that were assigned a pod, in FIFO order.
+        """
         if not self._queue:
             return []
         return self._grant(now)
@@ -282,6 +356,8 @@ class ServiceThrottle(Generic[T]):
         if waiting is None:
             return False
         self._queue_bytes -= waiting.nbytes
+        if self._flagged:
+            self._unflag_if_idle()
         return True
 
     def expire(self, now: float) -> list[T]:
@@ -296,6 +372,8 @@ class ServiceThrottle(Generic[T]):
             queue.popitem(last=False)
             self._queue_bytes -= waiting.nbytes
             expired.append(ticket)
+        if self._flagged:
+            self._unflag_if_idle()
         return expired
 
     def drain_queue(self) -> list[T]:
@@ -306,6 +384,8 @@ class ServiceThrottle(Generic[T]):
         tickets = list(self._queue)
         self._queue.clear()
         self._queue_bytes = 0
+        if self._flagged:
+            self._unflag_if_idle()
         return tickets
 
     def next_deadline(self) -> float | None:
@@ -364,8 +444,9 @@ class ServiceThrottle(Generic[T]):
         """Assign pods to waiting tickets, FIFO, while some pod has a free slot."""
         queue = self._queue
         grants: list[tuple[T, PodState]] = []
+        gated = self._gate is not None
         while queue:
-            pod = pick_least_loaded(self._pod_list, self._rng)
+            pod = self._pick_gated() if gated else pick_least_loaded(self._pod_list, self._rng)
             if pod is None:
                 break
             ticket, waiting = queue.popitem(last=False)
@@ -373,7 +454,32 @@ class ServiceThrottle(Generic[T]):
             pod.in_flight += 1
             self._in_flight += 1
             grants.append((ticket, pod))
+        if self._flagged:
+            self._unflag_if_idle()
         return grants
+
+    def _pick_gated(self) -> PodState | None:
+        """A pod with a free slot here that the gate grants too; pods the gate refuses (their
+        slots are taken by other throttles) are passed over for the other eligible ones."""
+        gate = self._gate
+        assert gate is not None
+        pod = pick_least_loaded(self._pod_list, self._rng)
+        if pod is None or gate.try_take(pod.address):
+            return pod
+        # The refusal marked this throttle as waiting in the gate.
+        self._flagged = True
+        candidates = [other for other in self._pod_list if other is not pod]
+        while True:
+            pod = pick_least_loaded(candidates, self._rng)
+            if pod is None or gate.try_take(pod.address):
+                return pod
+            candidates.remove(pod)
+
+    def _unflag_if_idle(self) -> None:
+        """Unmark this throttle as waiting in the gate once nothing is queued."""
+        if not self._queue and self._gate is not None:
+            self._flagged = False
+            self._gate.set_waiting(False)
 
     def _retry_after(self, now: float) -> float:
         """Seconds until a queue place is sure to free up: the oldest ticket's deadline.
