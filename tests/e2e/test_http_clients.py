@@ -469,3 +469,83 @@ def test_large_body_on_a_fresh_upstream_connection_arrives_whole(
     assert result.returncode == 0, result.stderr
     assert status == b"200"
     assert echoed == body.read_bytes()
+
+
+# -- routing by host (configuration file) ------------------------------------------------------------
+
+
+@pytest.fixture
+def routed(demo_pods: Any, activator_proc: Any, tmp_path: Path) -> tuple[ActivatorProcess, Any]:
+    """An activator with two services by host: alpha.test (h2c pod) and *.beta.test (HTTP/1.1 pod)."""
+    alpha, beta = demo_pods(PodBehaviour(name="alpha-pod"), PodBehaviour(name="beta-pod"))
+    config = tmp_path / "activator.yaml"
+    config.write_text(
+        "services:\n"
+        "  - name: alpha\n"
+        "    hosts: [alpha.test]\n"
+        "    upstream: h2c\n"
+        f'    endpoints: ["127.0.0.1:{alpha.port}"]\n'
+        "  - name: beta\n"
+        '    hosts: ["*.beta.test"]\n'
+        "    upstream: http1\n"
+        f'    endpoints: ["127.0.0.1:{beta.port}"]\n'
+    )
+    return activator_proc(config_path=config), (alpha, beta)
+
+
+@pytest.mark.parametrize("flag", ["--http2-prior-knowledge", "--http1.1"])
+def test_requests_are_routed_by_host_and_unknown_hosts_get_404(
+    routed: tuple[ActivatorProcess, Any], flag: str
+) -> None:
+    activator, _pods = routed
+    expected = {
+        "alpha.test": (200, "hello from alpha-pod\n"),
+        "Alpha.Test:8080": (200, "hello from alpha-pod\n"),  # case and port do not matter
+        "api.beta.test": (200, "hello from beta-pod\n"),
+        "beta.test": (404, None),  # "*.beta.test" needs a subdomain
+        "unknown.test": (404, None),
+    }
+    for host, (status, body) in expected.items():
+        result = curl(flag, "-H", f"Host: {host}", "-w", "\n%{http_code}", activator.url + "/")
+        text, _, code = result.stdout.decode().rpartition("\n")
+        assert int(code) == status, (host, text)
+        if body is not None:
+            assert text == body
+        else:
+            assert "no service" in text
+
+
+# -- upgrade and expectations ------------------------------------------------------------------------
+
+
+def test_curl_http2_upgrade_with_a_body_is_served_over_http11(
+    fleet: Fleet, payload: Callable[[int], Path]
+) -> None:
+    # The activator upgrades only requests without a body (RFC 9113 §3.2 leaves the choice to the
+    # server); a POST offered the upgrade is answered over HTTP/1.1, body intact.
+    body = payload(100_000)
+    result = curl(
+        "--http2", "-v", "--data-binary", f"@{body}", "-w", "\n%{http_version}", fleet.url + "/echo"
+    )
+    assert result.returncode == 0, result.stderr
+    echoed, _, version = result.stdout.rpartition(b"\n")
+    assert echoed == body.read_bytes()
+    assert version in (b"1.1", b"2")
+    if version == b"2":
+        assert "101 Switching Protocols" in result.stderr.decode()
+
+
+def test_http11_expect_100_continue(fleet: Fleet) -> None:
+    sock, reader = http1_connection(fleet.activator.port)
+    body = os.urandom(5000)
+    with sock, reader:
+        sock.sendall(
+            b"POST /echo HTTP/1.1\r\nHost: a.test\r\nContent-Length: 5000\r\n"
+            b"Expect: 100-continue\r\n\r\n"
+        )
+        interim = read_http1_response(reader)
+        assert interim.status == 100  # RFC 9110 §10.1.1: go ahead before the body is sent
+        sock.sendall(body)
+        final = read_http1_response(reader)
+    assert final.status == 200
+    assert final.body == body
