@@ -17,7 +17,6 @@ from frames import H2Client
 from activator.config import config_from_upstreams
 from activator.demopod import DemoPod, PodBehaviour
 from activator.io.app import Activator
-from activator.io.h2lib import NAME as H2_LIBRARY
 
 # Long enough for an orderly stop; connections are closed by the test before this matters.
 DRAIN_TIMEOUT = 2.0
@@ -30,7 +29,6 @@ class ActivatorUnderTest:
         self.activator = activator
         self.pod = pod
         self.port = activator.listen_port
-        self.h2_library = H2_LIBRARY
         self._clients: list[H2Client] = []
         self._streams: list[asyncio.StreamWriter] = []
 

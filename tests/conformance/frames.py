@@ -19,7 +19,7 @@ import struct
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from enum import IntEnum
-from typing import Literal
+from typing import Literal, TypeVar
 
 import hpack
 from hyperframe.frame import (
@@ -36,14 +36,15 @@ from hyperframe.frame import (
     WindowUpdateFrame,
 )
 
+FrameT = TypeVar("FrameT", bound=Frame)
+
 PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
 # Upper bound on one wait for the server; a conforming server answers in milliseconds.
 TIMEOUT = 5.0
 # RFC 9113 §4.2: the initial (and minimum) SETTINGS_MAX_FRAME_SIZE.
-DEFAULT_MAX_FRAME_SIZE = 16_384
+MAX_FRAME_SIZE = 16_384
 MAX_WINDOW = 2**31 - 1
-# A HEADERS payload that hpack encodes for every request; the authority is routed by the
-# activator's catch-all service.
+# The :authority of every request; the activator's catch-all service ("*") routes it to the pod.
 AUTHORITY = "conformance.test"
 
 
@@ -222,8 +223,9 @@ class H2Client:
         self.reader = reader
         self.writer = writer
         self.encoder = hpack.Encoder()
+        # The table size stays at the default 4096 we advertise: a server encoder that exceeded it
+        # would fail decoding here (RFC 7541 §4.2).
         self.decoder = hpack.Decoder(max_header_list_size=1 << 24)
-        self.decoder.max_allowed_table_size = 1 << 16
         self.server_settings: dict[int, int] = {}
         self.streams: dict[int, StreamState] = {}
         self.seen: list[str] = []
@@ -247,11 +249,6 @@ class H2Client:
     def send(self, *chunks: bytes) -> None:
         if not self.writer.is_closing():
             self.writer.write(b"".join(chunks))
-
-    async def drain(self) -> None:
-        with contextlib.suppress(ConnectionError):
-            async with asyncio.timeout(TIMEOUT):
-                await self.writer.drain()
 
     def encode(self, headers: Sequence[tuple[str, str]], *, huffman: bool = True) -> bytes:
         """A header block; it updates the encoder's dynamic table, so send it (in order)."""
@@ -521,7 +518,7 @@ class H2Client:
             if isinstance(frame, RstStreamFrame):
                 raise ConformanceFailure(f"unexpected RST_STREAM: {self.recent()}")
 
-    async def expect_frame(self, kind: type[Frame], stream_id: int | None = None) -> Frame:
+    async def expect_frame(self, kind: type[FrameT], stream_id: int | None = None) -> FrameT:
         """The next frame of type ``kind`` (on ``stream_id`` if given); errors in between fail."""
         deadline = self._deadline()
         while True:
@@ -539,6 +536,20 @@ class H2Client:
         with contextlib.suppress(ConnectionError, TimeoutError):
             async with asyncio.timeout(TIMEOUT):
                 await self.writer.wait_closed()
+
+
+def parse_frames(received: bytes) -> list[Frame]:
+    """Frames in ``received`` (complete ones; a truncated tail is ignored)."""
+    frames = []
+    view = memoryview(received)
+    while len(view) >= 9:
+        frame, length = Frame.parse_frame_header(view[:9])
+        if len(view) < 9 + length:
+            break
+        frame.parse_body(view[9 : 9 + length])
+        frames.append(frame)
+        view = view[9 + length :]
+    return frames
 
 
 def _describe(frame: Frame) -> str:

@@ -20,6 +20,7 @@ from frames import (
     H2Client,
     Setting,
     data,
+    goaway,
     ping,
     raw_frame,
     request,
@@ -327,7 +328,7 @@ async def ping_of_wrong_length(h2: H2Client, _act: ActivatorUnderTest) -> None:
 @CASES("rfc9113-6.8", h2spec="6.8/1")
 async def goaway_on_stream_1(h2: H2Client, _act: ActivatorUnderTest) -> None:
     """GOAWAY on stream 1: connection error PROTOCOL_ERROR."""
-    h2.send(raw_frame(FrameType.GOAWAY, 0, 1, struct.pack(">II", 0, 0)))
+    h2.send(goaway(stream_id=1))
     await h2.expect_connection_error(P)
 
 
@@ -336,7 +337,7 @@ async def client_goaway_lets_open_stream_finish(h2: H2Client, _act: ActivatorUnd
     """A client's GOAWAY(NO_ERROR) does not cut the stream already open: its response still
     arrives complete (RFC 9113 §6.8: streams up to the last stream id are processed)."""
     _open_upload(h2)
-    h2.send(raw_frame(FrameType.GOAWAY, 0, 0, struct.pack(">II", 0, ErrorCode.NO_ERROR)))
+    h2.send(goaway(last_stream_id=0, code=ErrorCode.NO_ERROR))
     h2.send(data(1, b"finish me", end_stream=True))
     response = await h2.expect_response(1)
     assert bytes(response.body) == b"finish me"

@@ -5,9 +5,9 @@ h2spec 8.2, is in test_h2_frames.py under RFC 9113 §6.6).
 RFC 7540 §8.1.2.x became RFC 9113 §8.2 (fields), §8.2.2 (connection-specific fields), §8.3
 (pseudo-header fields), §8.3.1 (request pseudo-header fields) and §8.1.1 (malformed messages,
 content-length). Every malformed request must be a stream error PROTOCOL_ERROR (or, as RFC 9113
-§5.4.1 allows, a connection error), and an intermediary MUST NOT forward it (RFC 9113 §8.1.1): after
-the error a well-formed request is made on a new connection, and the pod must have seen only that
-one.
+§5.4.1 allows, a connection error), and an intermediary MUST NOT forward it (RFC 9113 §8.1.1): the
+malformed request follows a complete one on the same connection (so the path to the pod is open),
+and after the error a well-formed request on a new connection must be the pod's second and last.
 """
 
 from __future__ import annotations
