@@ -13,6 +13,7 @@ from collections.abc import Callable, Iterable
 
 from activator.config import Config, ServiceConfig, parse_hostport
 from activator.core.routing import HostRouter
+from activator.core.throttle import SlotGate
 from activator.io.ingress import IngressProtocol, IngressSettings, Router
 from activator.io.readiness import ReadinessProber
 from activator.io.service import ServiceRuntime
@@ -37,9 +38,18 @@ def upstream_settings(service: ServiceConfig) -> UpstreamSettings:
 class Activator:
     """The running activator: services, listeners, readiness and admin."""
 
-    def __init__(self, config: Config, *, drain_timeout: float = 30.0) -> None:
+    def __init__(
+        self,
+        config: Config,
+        *,
+        drain_timeout: float = 30.0,
+        slot_gate: Callable[[int, ServiceConfig], SlotGate | None] | None = None,
+    ) -> None:
+        """``slot_gate(index, service)``: in a worker process, the gate through which the
+        service's throttle shares pod slots with the other workers (see activator.io.workers)."""
         self.config = config
         self.drain_timeout = drain_timeout
+        self.slot_gate = slot_gate
         self.services: dict[str, ServiceRuntime] = {}
         self.prober = ReadinessProber()
         self.connections: set[IngressProtocol] = set()
@@ -57,13 +67,14 @@ class Activator:
         loop = asyncio.get_running_loop()
         config = self.config
         limits = config.limits
-        for service_config in config.services:
+        for index, service_config in enumerate(config.services):
             runtime = ServiceRuntime(
                 service_config,
                 upstream_settings(service_config),
                 replay_limit=limits.replay_buffer,
                 max_replays=limits.max_replays,
                 loop=loop,
+                gate=self.slot_gate(index, service_config) if self.slot_gate else None,
             )
             runtime.on_pod_failed = self._make_pod_failed(runtime)
             self.services[service_config.name] = runtime

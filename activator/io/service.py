@@ -21,7 +21,7 @@ from activator.core.errors import (
     UpstreamError,
 )
 from activator.core.retry import ReplayReason
-from activator.core.throttle import Rejected, ServiceThrottle
+from activator.core.throttle import Rejected, ServiceThrottle, SlotGate
 from activator.io.upstream import PodPool, UpstreamSettings
 
 if TYPE_CHECKING:
@@ -48,6 +48,7 @@ class ServiceRuntime:
         max_replays: int,
         loop: asyncio.AbstractEventLoop,
         rng: random.Random | None = None,
+        gate: SlotGate | None = None,
     ) -> None:
         self.config = config
         self.name = config.name
@@ -63,6 +64,7 @@ class ServiceRuntime:
             max_queue_bytes=config.queue.max_bytes,
             queue_timeout=config.queue.timeout,
             rng=rng,
+            gate=gate,
         )
         self.pools: dict[str, PodPool] = {}
         # Pods marked not ready because connecting to them failed (until a probe succeeds).
@@ -105,6 +107,10 @@ class ServiceRuntime:
         if ready:
             self.failed.discard(address)
         self._place_grants(self.throttle.set_ready(address, ready, self.loop.time()))
+
+    def retry_grants(self) -> None:
+        """Another worker gave back a slot of this service's pods: hand it to a waiting request."""
+        self._place_grants(self.throttle.retry_grants(self.loop.time()))
 
     def pod_failed(self, address: str, reason: str) -> None:
         """A connection to the pod could not be opened or broke: stop sending it work until it is
