@@ -8,7 +8,7 @@ the pull form of the autoscaler report.
 * ``PUT /v1/services/{name}/endpoints``: replace a service's pods with
   ``{"endpoints": ["host:port", ...]}``; an empty list scales it to zero.
 * ``GET /v1/concurrency``: the autoscaler report (:mod:`activator.io.reporter`) over the window
-  since the previous pull.
+  since the previous pull; ``?consumer=NAME`` reads a window of that consumer's own.
 """
 
 from __future__ import annotations
@@ -146,7 +146,7 @@ class AdminServer:
     async def concurrency(self, request: web.Request) -> web.Response:
         if self.reporter is None:
             return _error(503, "reporting is not set up yet")
-        return web.json_response(self.reporter.pull())
+        return web.json_response(self.reporter.pull(request.query.get("consumer", "")))
 
 
 def parse_endpoints_body(body: object) -> tuple[list[str], str]:

@@ -307,6 +307,9 @@ class AutoscalerReporter:
         now = loop.time()
         self._pull = ConcurrencyWindow(self.services, now)
         self._pull_seq = 0
+        # Named consumers' windows (the supervisor of worker processes pulls each worker for its
+        # push and for its own pull): window and sequence number of each.
+        self._consumers: dict[str, tuple[ConcurrencyWindow, int]] = {}
         self._push: ConcurrencyWindow | None = None
         self._push_seq = 0
         self._pokes = {runtime.name: PokeGate(poke_interval) for runtime in self.services}
@@ -321,11 +324,21 @@ class AutoscalerReporter:
 
     # -- pull ----------------------------------------------------------------------------------
 
-    def pull(self) -> dict[str, Any]:
-        """The report since the previous pull (or since start), for ``GET /v1/concurrency``."""
-        self._pull_seq += 1
-        report = self._pull.read(self.loop.time())
-        return report.document(self.activator_id, self._pull_seq, self.wall_clock())
+    def pull(self, consumer: str = "") -> dict[str, Any]:
+        """The report since the previous pull (or since start), for ``GET /v1/concurrency``.
+
+        A named ``consumer`` has a window of its own, opened by its first pull (which covers no
+        time), so that consumers do not shorten each other's windows.
+        """
+        now = self.loop.time()
+        if not consumer:
+            self._pull_seq += 1
+            report = self._pull.read(now)
+            return report.document(self.activator_id, self._pull_seq, self.wall_clock())
+        window, seq = self._consumers.get(consumer) or (ConcurrencyWindow(self.services, now), 0)
+        self._consumers[consumer] = (window, seq + 1)
+        report = window.read(now)
+        return report.document(self.activator_id, seq + 1, self.wall_clock())
 
     # -- push ----------------------------------------------------------------------------------
 
@@ -400,16 +413,23 @@ class AutoscalerReporter:
                     next_due = now + self.interval
             last_push = now
             try:
-                self._push_now(now)
+                await self._push_now(now)
             except Exception:  # a bug here must not end reporting for the process's lifetime
                 log.exception("building the autoscaler report failed")
 
-    def _push_now(self, now: float) -> None:
-        """Build the next report and send it, abandoning the previous one if still unsent."""
+    async def read_push_report(self, now: float) -> Report:
+        """The services' concurrency since the previous push (the supervisor of worker processes
+        overrides this with the sum of its workers' reports)."""
         assert self._push is not None
-        report = self._push.read(now)
+        return self._push.read(now)
+
+    async def _push_now(self, now: float) -> None:
+        """Build the next report and send it, abandoning the previous one if still unsent."""
+        report = await self.read_push_report(now)
         for service in report.services:
-            self._pokes[service.name].reported(service.queued)
+            gate = self._pokes.get(service.name)
+            if gate is not None:
+                gate.reported(service.queued)
         sending = self._sending
         if sending is not None and not sending.done():
             sending.cancel()
@@ -502,6 +522,9 @@ class AutoscalerReporter:
         if self._push is not None:
             self._push.close()
         self._pull.close()
+        for window, _seq in self._consumers.values():
+            window.close()
+        self._consumers.clear()
 
 
 def _encode(document: dict[str, Any]) -> bytes:
