@@ -390,6 +390,18 @@ class GoAway:
     last_stream_id: int
 
 
+class GoawayTolerantConnection(h2.connection.H2Connection):
+    """h2 moves its connection state machine to CLOSED on receiving GOAWAY and then rejects every
+    later frame; RFC 9113 §6.8 lets streams up to last_stream_id complete, and a test client must see
+    them do so. Keep the state as it was; the client opens no new streams after a GOAWAY anyway."""
+
+    def _receive_goaway_frame(self, frame: Any) -> Any:
+        state = self.state_machine.state
+        result = super()._receive_goaway_frame(frame)
+        self.state_machine.state = state
+        return result
+
+
 class RawH2Client:
     """An HTTP/2 (prior knowledge) client driven step by step from a test.
 
@@ -411,7 +423,7 @@ class RawH2Client:
         self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         self.timeout = timeout
         self.auto_ack = auto_ack
-        self.conn = h2.connection.H2Connection(
+        self.conn = GoawayTolerantConnection(
             config=h2.config.H2Configuration(
                 client_side=True,
                 header_encoding=None,

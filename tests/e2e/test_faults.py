@@ -261,3 +261,41 @@ def _find_goaway(data: bytes) -> tuple[int, int] | None:
             return last, int.from_bytes(payload[4:8], "big")
         offset += 9 + length
     return None
+
+
+# -- graceful stop -----------------------------------------------------------------------------------
+
+
+def test_sigterm_finishes_in_flight_requests_then_exits(
+    demo_pods: Any, activator_proc: Any
+) -> None:
+    import signal
+
+    (pod,) = demo_pods(PodBehaviour(name="p"))
+    activator = activator_proc(pod, drain_timeout=10.0)
+    with RawH2Client(activator.port) as client:
+        stream = client.request("/delay/800")
+        sock, reader = http1_connection(activator.port)
+        with sock, reader:
+            sock.sendall(b"GET /delay/800 HTTP/1.1\r\nHost: a.test\r\n\r\n")
+            deadline = time.monotonic() + 10
+            while int(pod.stats()["in_flight"]) < 2:
+                assert time.monotonic() < deadline, "requests never reached the pod"
+                time.sleep(0.01)
+            activator.process.send_signal(signal.SIGTERM)
+            # HTTP/2: GOAWAY naming the in-flight stream (RFC 9113 §6.8), then its full response.
+            goaway = client.wait_goaway()
+            assert goaway is not None
+            assert goaway.error_code == 0
+            assert goaway.last_stream_id >= stream
+            response = client.response(stream)
+            assert response.status == 200
+            assert bytes(response.body) == b"delayed 800 ms\n"
+            assert response.reset_code is None
+            # HTTP/1.1: the response, marked as the last on the connection.
+            h1 = read_http1_response(reader)
+            assert (h1.status, h1.body) == (200, b"delayed 800 ms\n")
+            assert h1.header("connection") == "close"
+    assert activator.process.wait(15) == 0
+    with pytest.raises(ConnectionRefusedError):
+        socket.create_connection((LOOPBACK, activator.port), timeout=2).close()
