@@ -1183,6 +1183,12 @@ class _H1Connection(_Connection):
 
     def eof_received(self) -> bool | None:
         self.peer_eof = True
+        if self.parsing is not None:
+            # The client went away in the middle of a request body: that request was cut off,
+            # never complete (an HTTP/1.1 proxy cancels an upload exactly this way).
+            self.parsing._end_abnormally("reset", None, "peer")
+            self.parsing = None
+            return False
         # Keep answering what was asked before the client half-closed (not possible over TLS).
         return bool(self.queue) and not self.tls
 

@@ -5,6 +5,7 @@ sending that respects the peer's flow-control windows and our own transport's ba
 from __future__ import annotations
 
 import asyncio
+import struct
 from collections import deque
 from typing import TYPE_CHECKING, Any
 
@@ -19,14 +20,63 @@ if TYPE_CHECKING:
 _Piece = tuple["Exchange", "bytes | HeaderList", int, bool]
 
 
-class GoawayTolerantConnection(h2.connection.H2Connection):
-    """h2's connection, except that a received GOAWAY does not close it at once.
+# The DATA frame class of whichever library h2lib chose (h2 uses hyperframe, jh2 its own copy).
+_DataFrame: Any = h2.connection.DataFrame  # type: ignore[attr-defined]
+# RFC 9113 §4.1 frame header: 24-bit length, type, flags, 31-bit stream id.
+_FRAME_HEADER = struct.Struct(">HBBBL")
 
-    RFC 9113 §6.8: streams up to the GOAWAY's last_stream_id still complete, in both directions. h2
-    moves its state machine to CLOSED on receipt, drops queued output, and then rejects the responses
-    (or request bodies) that are still owed. We keep it open and enforce the rest ourselves: a
-    connection that received GOAWAY starts no new stream and closes once its streams are done.
+
+class ProxyH2Connection(h2.connection.H2Connection):
+    """h2's connection with two changes a proxy needs.
+
+    Output as a list of buffers: h2 serializes every frame into one growing bytearray and copies it
+    again in ``data_to_send``; a proxy moving large bodies pays that per byte. Here a DATA frame
+    becomes its 9-byte header plus the payload object itself, and :meth:`pop_output` hands the list
+    to ``transport.writelines`` (a vectored write on uvloop): payload bytes are never copied.
+
+    GOAWAY does not close it at once: RFC 9113 §6.8 lets streams up to the GOAWAY's last_stream_id
+    complete, in both directions, but h2 moves its state machine to CLOSED on receipt, drops queued
+    output, and then rejects the responses (or request bodies) still owed. We keep it open and
+    enforce the rest ourselves: a connection that received GOAWAY starts no new stream and closes
+    once its streams are done.
     """
+
+    def __init__(self, config: h2.config.H2Configuration) -> None:
+        super().__init__(config=config)
+        self._out: list[bytes] = []
+
+    def _prepare_for_sending(self, frames: list[Any]) -> None:
+        out = self._out
+        for frame in frames:
+            if type(frame) is _DataFrame and not frame.pad_length:
+                data = frame.data
+                n = len(data)
+                flags = 1 if "END_STREAM" in frame.flags else 0
+                out.append(_FRAME_HEADER.pack(n >> 8, n & 0xFF, 0, flags, frame.stream_id))
+                if n:
+                    out.append(data)
+            else:
+                out.append(frame.serialize())
+
+    def pop_output(self) -> list[bytes]:
+        """Everything queued for the peer, in order, as buffers to write."""
+        out = self._out
+        if self._data_to_send:  # h2 writes the client preface straight into its buffer
+            out.insert(0, bytes(self._data_to_send))
+            self._data_to_send = bytearray()
+        self._out = []
+        return out
+
+    def data_to_send(self, amount: int | None = None) -> bytes:
+        data = b"".join(self.pop_output())
+        if amount is not None and len(data) > amount:
+            self._out.append(data[amount:])
+            data = data[:amount]
+        return data
+
+    def clear_outbound_data_buffer(self) -> None:
+        super().clear_outbound_data_buffer()
+        self._out = []
 
     def _receive_goaway_frame(self, frame: Any) -> tuple[list[Any], list[Any]]:
         event = h2.events.ConnectionTerminated()
@@ -49,7 +99,7 @@ class GoawayTolerantConnection(h2.connection.H2Connection):
 class H2Endpoint:
     """Base for an HTTP/2 connection of ours (to a client or to a pod)."""
 
-    conn: h2.connection.H2Connection
+    conn: ProxyH2Connection
     transport: asyncio.Transport | None
 
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
@@ -63,11 +113,11 @@ class H2Endpoint:
     # -- writing -----------------------------------------------------------------------------------
 
     def flush(self) -> None:
-        """Write everything h2 has queued, in one ``transport.write``."""
+        """Write everything h2 has queued, in one vectored write."""
         self._flush_scheduled = False
-        data = self.conn.data_to_send()
-        if data and self.transport is not None:
-            self.transport.write(data)
+        chunks = self.conn.pop_output()
+        if chunks and self.transport is not None:
+            self.transport.writelines(chunks)
 
     def schedule_flush(self) -> None:
         """Coalesce output produced from another connection's callbacks into one write per loop turn."""

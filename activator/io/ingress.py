@@ -24,7 +24,7 @@ from activator.core.headers import (
     is_grpc,
 )
 from activator.io.exchange import Exchange
-from activator.io.h2base import GoawayTolerantConnection, H2Endpoint
+from activator.io.h2base import H2Endpoint, ProxyH2Connection
 from activator.io.h2lib import h2
 
 if TYPE_CHECKING:
@@ -212,7 +212,7 @@ class H2Ingress(H2Endpoint):
         self.transport = owner.transport
         settings = owner.settings
         self.settings = settings
-        self.conn: GoawayTolerantConnection = GoawayTolerantConnection(
+        self.conn: ProxyH2Connection = ProxyH2Connection(
             config=h2.config.H2Configuration(
                 client_side=False,
                 header_encoding=None,
@@ -437,12 +437,6 @@ class H2Ingress(H2Endpoint):
         self.transport = None
         self._blocked.clear()
         self._abort_all()
-
-    def flush(self) -> None:
-        self._flush_scheduled = False
-        data = self.conn.data_to_send()
-        if data and self.transport is not None:
-            self.transport.write(data)
 
     def shutdown(self) -> None:
         if self.closing:

@@ -21,7 +21,7 @@ import httptools
 from activator.core.headers import HeaderList, forward_response
 from activator.core.pool_policy import ASSUMED_MAX_STREAMS, PoolAction, choose_connection
 from activator.core.retry import ReplayReason
-from activator.io.h2base import GoawayTolerantConnection, H2Endpoint
+from activator.io.h2base import H2Endpoint, ProxyH2Connection
 from activator.io.h2lib import h2
 
 if TYPE_CHECKING:
@@ -184,7 +184,7 @@ class H2Upstream(H2Endpoint, asyncio.Protocol):
     def __init__(self, pool: PodPool) -> None:
         super().__init__(pool.loop)
         self.pool = pool
-        self.conn: GoawayTolerantConnection = GoawayTolerantConnection(
+        self.conn: ProxyH2Connection = ProxyH2Connection(
             config=h2.config.H2Configuration(
                 client_side=True,
                 header_encoding=None,
