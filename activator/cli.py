@@ -84,10 +84,19 @@ def _serve(args: argparse.Namespace) -> int:
     except ConfigError as exc:
         print(f"activator: {exc}", file=sys.stderr)
         return 2
-    _setup_logging(args.log_level)
     _raise_fd_limit()
     if args.own_process_group:
         os.setpgid(0, 0)
+    if args.workers > 1:
+        from activator.io.workers import serve_with_workers
+
+        return serve_with_workers(
+            config,
+            workers=args.workers,
+            drain_timeout=args.drain_timeout,
+            log_level=args.log_level,
+        )
+    _setup_logging(args.log_level)
     activator = Activator(config, drain_timeout=args.drain_timeout)
     try:
         _run(activator.run())
@@ -148,6 +157,16 @@ def _pod(argv: Sequence[str]) -> int:
     return status
 
 
+def _worker_count(text: str) -> int:
+    try:
+        count = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if count < 1:
+        raise argparse.ArgumentTypeError(f"at least 1 worker, got {count}")
+    return count
+
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="activator", description=__doc__)
     sub = p.add_subparsers(dest="command", required=True)
@@ -166,6 +185,14 @@ def parser() -> argparse.ArgumentParser:
     serve.add_argument("--tls-cert", help="certificate chain (PEM) for --tls-listen")
     serve.add_argument("--tls-key", help="private key (PEM) for --tls-listen")
     serve.add_argument("--drain-timeout", type=float, default=30.0, help="seconds to drain on stop")
+    serve.add_argument(
+        "--workers",
+        type=_worker_count,
+        default=1,
+        metavar="N",
+        help="worker processes sharing the ports (SO_REUSEPORT), under one supervisor that "
+        "serves the admin API for all of them (default 1: a single process)",
+    )
     serve.add_argument("--log-level", default="info", help="debug, info, warning, error")
     serve.add_argument(
         "--own-process-group",
