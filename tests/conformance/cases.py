@@ -15,8 +15,8 @@ from typing import TYPE_CHECKING
 import pytest
 
 if TYPE_CHECKING:
-    from conftest import ActivatorUnderTest
     from frames import H2Client
+    from under_test import ActivatorUnderTest
 
 CaseFn = Callable[["H2Client", "ActivatorUnderTest"], Awaitable[None]]
 

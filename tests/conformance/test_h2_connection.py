@@ -12,7 +12,6 @@ import asyncio
 import struct
 
 from cases import Case, CaseList
-from conftest import ActivatorUnderTest
 from frames import (
     END_HEADERS,
     END_STREAM,
@@ -35,6 +34,7 @@ from frames import (
     window_update,
 )
 from hyperframe.frame import GoAwayFrame, SettingsFrame
+from under_test import ActivatorUnderTest
 
 CASES = CaseList()
 P = ErrorCode.PROTOCOL_ERROR

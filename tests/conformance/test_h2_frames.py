@@ -8,7 +8,6 @@ from __future__ import annotations
 import struct
 
 from cases import Case, CaseList
-from conftest import ActivatorUnderTest
 from frames import (
     ACK,
     END_HEADERS,
@@ -29,6 +28,7 @@ from frames import (
     window_update,
 )
 from hyperframe.frame import DataFrame, PingFrame, SettingsFrame
+from under_test import ActivatorUnderTest
 
 CASES = CaseList()
 P = ErrorCode.PROTOCOL_ERROR

@@ -13,13 +13,13 @@ and after the error a well-formed request on a new connection must be the pod's 
 from __future__ import annotations
 
 from cases import Case, CaseList
-from conftest import ActivatorUnderTest
 from frames import (
     ErrorCode,
     H2Client,
     data,
     request,
 )
+from under_test import ActivatorUnderTest
 
 CASES = CaseList()
 P = ErrorCode.PROTOCOL_ERROR

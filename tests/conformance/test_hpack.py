@@ -11,7 +11,6 @@ everything would not pass.
 from __future__ import annotations
 
 from cases import Case, CaseList
-from conftest import ActivatorUnderTest
 from frames import (
     AUTHORITY,
     END_HEADERS,
@@ -21,6 +20,7 @@ from frames import (
     H2Client,
     raw_frame,
 )
+from under_test import ActivatorUnderTest
 
 CASES = CaseList()
 COMPRESSION = ErrorCode.COMPRESSION_ERROR

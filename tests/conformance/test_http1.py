@@ -14,8 +14,8 @@ import json
 from dataclasses import dataclass
 
 import pytest
-from conftest import ActivatorUnderTest
 from frames import TIMEOUT
+from under_test import ActivatorUnderTest
 
 
 @dataclass
