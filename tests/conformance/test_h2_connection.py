@@ -46,18 +46,27 @@ PENDING = "/delay/30000"
 
 async def _read_until_closed(reader: asyncio.StreamReader) -> bytes:
     received = bytearray()
-    async with asyncio.timeout(TIMEOUT):
-        while chunk := await reader.read(65536):
-            received += chunk
-            if len(received) > 1 << 20:
-                raise ConformanceFailure("the server keeps sending after an invalid preface")
+    try:
+        async with asyncio.timeout(TIMEOUT):
+            while chunk := await reader.read(65536):
+                received += chunk
+                if len(received) > 1 << 20:
+                    raise ConformanceFailure("the server keeps sending after an invalid preface")
+    except TimeoutError:
+        raise ConformanceFailure(
+            f"the connection stayed open after an invalid preface; received {bytes(received)!r}"
+        ) from None
+    except ConnectionResetError:
+        pass
     return bytes(received)
 
 
 # -- §3.4 Connection preface ---------------------------------------------------------------------
 
 
-async def test_server_preface_is_a_settings_frame(activator: ActivatorUnderTest) -> None:
+async def test_rfc9113_3_4_server_preface_is_a_settings_frame(
+    activator: ActivatorUnderTest,
+) -> None:
     """h2spec 3.5/1: after the client preface the server's first frame is SETTINGS (RFC 9113
     §3.4), advertising the activator's 250 concurrent streams."""
     client = await activator.raw_client()
@@ -68,7 +77,9 @@ async def test_server_preface_is_a_settings_frame(activator: ActivatorUnderTest)
     assert client.server_settings.get(Setting.MAX_CONCURRENT_STREAMS) == 250
 
 
-async def test_invalid_preface_closes_the_connection(activator: ActivatorUnderTest) -> None:
+async def test_rfc9113_3_4_invalid_preface_closes_the_connection(
+    activator: ActivatorUnderTest,
+) -> None:
     """h2spec 3.5/2: an invalid preface is a connection error PROTOCOL_ERROR (RFC 9113 §3.4).
 
     This port also serves HTTP/1.1, so bytes that are not the HTTP/2 preface are read as an

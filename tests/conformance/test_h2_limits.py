@@ -45,7 +45,9 @@ async def _other_client_is_served(act: ActivatorUnderTest, download: int = MIB) 
     assert body.body == (bytes(range(256)) * (download // 256 + 1))[:download]
 
 
-async def test_stream_over_max_concurrent_streams_is_refused(activator: ActivatorUnderTest) -> None:
+async def test_rfc9113_5_1_2_stream_over_max_concurrent_streams_is_refused(
+    activator: ActivatorUnderTest,
+) -> None:
     """RFC 9113 §5.1.2: with its 250 streams open, a client's 251st gets RST_STREAM(REFUSED_STREAM)
     (safe to retry, RFC 9113 §8.7), not a connection error that would also kill the 250; those
     still complete, and other clients are unaffected."""
@@ -68,7 +70,9 @@ async def test_stream_over_max_concurrent_streams_is_refused(activator: Activato
     await _other_client_is_served(activator)
 
 
-async def test_ping_flood_does_not_starve_other_clients(activator: ActivatorUnderTest) -> None:
+async def test_rfc9113_10_5_ping_flood_does_not_starve_other_clients(
+    activator: ActivatorUnderTest,
+) -> None:
     """30,000 PINGs in one burst, never read: another client is still served; the flooder either
     still works or was told ENHANCE_YOUR_CALM (RFC 9113 §10.5)."""
     flooder = await activator.client()
@@ -77,7 +81,9 @@ async def test_ping_flood_does_not_starve_other_clients(activator: ActivatorUnde
     await flooder.expect_alive(CALM)
 
 
-async def test_settings_flood_does_not_starve_other_clients(activator: ActivatorUnderTest) -> None:
+async def test_rfc9113_10_5_settings_flood_does_not_starve_other_clients(
+    activator: ActivatorUnderTest,
+) -> None:
     """20,000 SETTINGS frames (each to be acknowledged) in one burst, never read: another client
     is still served; the flooder either still works or was told ENHANCE_YOUR_CALM."""
     flooder = await activator.client()
@@ -87,7 +93,9 @@ async def test_settings_flood_does_not_starve_other_clients(activator: Activator
     await flooder.expect_alive(CALM)
 
 
-async def test_client_with_zero_window_does_not_block_others(activator: ActivatorUnderTest) -> None:
+async def test_rfc9113_5_2_client_with_zero_window_does_not_block_others(
+    activator: ActivatorUnderTest,
+) -> None:
     """A client with SETTINGS_INITIAL_WINDOW_SIZE = 0 asks for 20 responses of 4 MiB (80 MiB,
     more than the activator's receive window on its shared pod connection) and never opens its
     window: nothing can be sent to it, and another client's downloads still complete."""
@@ -100,7 +108,9 @@ async def test_client_with_zero_window_does_not_block_others(activator: Activato
     assert not any(stuck.stream(1 + 2 * i).body for i in range(20))
 
 
-async def test_client_that_never_reads_does_not_block_others(activator: ActivatorUnderTest) -> None:
+async def test_rfc9113_5_2_client_that_never_reads_does_not_block_others(
+    activator: ActivatorUnderTest,
+) -> None:
     """A client opens its windows wide, asks for 20 responses of 4 MiB (more than the activator's
     receive window on its shared pod connection) and never reads its socket: TCP backpressure stops
     the activator's writes to it, and another client's downloads still complete."""
@@ -123,7 +133,7 @@ def _big_header_block(h2: H2Client, stream_id: int, total: int) -> list[bytes]:
     return frames
 
 
-async def test_200_kib_header_block_gets_431(activator: ActivatorUnderTest) -> None:
+async def test_rfc9113_10_5_1_200_kib_header_block_gets_431(activator: ActivatorUnderTest) -> None:
     """A 200 KiB header block (HEADERS + 12 CONTINUATION): 431 on that stream, or a connection
     error (RFC 9113 §10.5.1 allows either); another connection is unaffected, and if only the stream
     was refused, the same connection keeps working."""

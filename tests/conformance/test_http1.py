@@ -137,7 +137,7 @@ SMUGGLED = b"GET /smuggled HTTP/1.1\r\nHost: a\r\n\r\n"
         ),
     ],
 )
-async def test_smuggling_shapes_never_reach_the_pod(
+async def test_rfc9112_smuggling_shapes_never_reach_the_pod(
     activator: ActivatorUnderTest, request_bytes: bytes
 ) -> None:
     """Content-Length and Transfer-Encoding together (RFC 9112 §6.1: reject, or use
@@ -151,7 +151,7 @@ async def test_smuggling_shapes_never_reach_the_pod(
     await _pod_saw_only_probe(activator, "/smuggled")
 
 
-async def test_duplicate_content_length_is_400(activator: ActivatorUnderTest) -> None:
+async def test_rfc9112_6_3_duplicate_content_length_is_400(activator: ActivatorUnderTest) -> None:
     """Two different Content-Length values (RFC 9112 §6.3 item 5: an unrecoverable framing error):
     400 and close; the pod never sees the request."""
     raw = (
@@ -162,7 +162,7 @@ async def test_duplicate_content_length_is_400(activator: ActivatorUnderTest) ->
     await _pod_saw_only_probe(activator, "/upload")
 
 
-async def test_obs_fold_is_rejected_or_unfolded(activator: ActivatorUnderTest) -> None:
+async def test_rfc9112_5_2_obs_fold_is_rejected_or_unfolded(activator: ActivatorUnderTest) -> None:
     """A folded field value (obs-fold, RFC 9112 §5.2): either 400, or the fold replaced by spaces
     before forwarding - the pod must never see a CR or LF in a value."""
     raw = (
@@ -184,7 +184,7 @@ async def test_obs_fold_is_rejected_or_unfolded(activator: ActivatorUnderTest) -
     assert value.split() == ["first", "second"], value
 
 
-async def test_bad_chunk_size_is_400(activator: ActivatorUnderTest) -> None:
+async def test_rfc9112_7_1_bad_chunk_size_is_400(activator: ActivatorUnderTest) -> None:
     """A chunk size that is not hexadecimal: 400 and close, and the pod never gets a complete
     body (RFC 9112 §7.1)."""
     raw = b"POST /upload HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\nhello\r\n0\r\n\r\n"
@@ -197,7 +197,7 @@ async def test_bad_chunk_size_is_400(activator: ActivatorUnderTest) -> None:
     assert ("/upload", "complete") not in outcomes, outcomes
 
 
-async def test_oversized_header_block_is_431(activator: ActivatorUnderTest) -> None:
+async def test_rfc6585_5_oversized_header_block_is_431(activator: ActivatorUnderTest) -> None:
     """A header block over the 64 KiB limit: 431 (RFC 6585 §5) and close; the pod never sees it."""
     fields = b"".join(b"X-Big-%d: %s\r\n" % (i, b"v" * 1000) for i in range(100))
     raw = b"GET /big HTTP/1.1\r\nHost: a\r\n" + fields + b"\r\n"
@@ -206,14 +206,16 @@ async def test_oversized_header_block_is_431(activator: ActivatorUnderTest) -> N
     await _pod_saw_only_probe(activator, "/big")
 
 
-async def test_missing_host_is_400(activator: ActivatorUnderTest) -> None:
+async def test_rfc9112_3_2_missing_host_is_400(activator: ActivatorUnderTest) -> None:
     """An HTTP/1.1 request without Host (RFC 9112 §3.2: MUST be 400)."""
     responses = await _exchange(activator, b"GET /nohost HTTP/1.1\r\n\r\n")
     assert [r.status for r in responses] == [400]
     await _pod_saw_only_probe(activator, "/nohost")
 
 
-async def test_pipelined_requests_are_answered_in_order(activator: ActivatorUnderTest) -> None:
+async def test_rfc9112_9_3_2_pipelined_requests_are_answered_in_order(
+    activator: ActivatorUnderTest,
+) -> None:
     """Three requests in one write (RFC 9112 §9.3.2): a 100,000-byte response, a small one and an
     echo, answered in the order asked, each complete."""
     reader, writer = await activator.tcp()
