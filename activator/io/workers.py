@@ -292,12 +292,16 @@ async def _serve_worker(spec: WorkerSpec, control: socket.socket) -> int:
         }
     )
 
+    orphaned = False
+
     async def supervisor_gone() -> None:
+        nonlocal orphaned
         # Nothing else comes from the supervisor: end of file means it is gone.
         while await reader.read(4096):
             pass
         if not stop.is_set():
             log.warning("the supervisor is gone: draining")
+            orphaned = True
             stop.set()
 
     watch = loop.create_task(supervisor_gone())
@@ -309,6 +313,9 @@ async def _serve_worker(spec: WorkerSpec, control: socket.socket) -> int:
     loop.remove_reader(spec.wake_read_fd)
     writer.close()
     table.close()
+    if orphaned:
+        # Nobody else will remove the table (the others may still map it: that is fine).
+        table.unlink()
     return 0
 
 
