@@ -819,11 +819,15 @@ class Supervisor:
             # covers everything since the worker started.
             for consumer in (PUSH_CONSUMER, PULL_CONSUMER):
                 await self._worker_json(handle, "GET", f"/v1/concurrency?consumer={consumer}")
-            # Endpoints set while the worker was starting did not reach it.
-            if int(message.get("endpoints_version", -1)) != self.endpoints_version:
-                for name, endpoints in self.endpoints.items():
+            # Endpoints set while the worker was starting did not reach it (nor those set while
+            # these PUTs run: loop until none came in between, then mark it up without awaiting).
+            applied = int(message.get("endpoints_version", -1))
+            while applied != self.endpoints_version:
+                version = self.endpoints_version
+                for name, endpoints in list(self.endpoints.items()):
                     body = {"endpoints": list(endpoints)}
                     await self._worker_json(handle, "PUT", f"/v1/services/{name}/endpoints", body)
+                applied = version
         except WorkerUnavailable as exc:
             log.error("worker %d (pid %d) is not usable: %s", handle.index, handle.pid, exc)
             process.kill()
