@@ -915,7 +915,8 @@ class Supervisor:
         self._runner = web.AppRunner(app, access_log=None)
         await self._runner.setup()
         host, port = parse_hostport(self.config.admin)
-        site = web.TCPSite(self._runner, host, port, reuse_port=True)
+        # No SO_REUSEPORT here: a second activator on the same admin port must fail, not share.
+        site = web.TCPSite(self._runner, host, port)
         await site.start()
         sockets = getattr(site._server, "sockets", None) or []
         return int(sockets[0].getsockname()[1]) if sockets else port
