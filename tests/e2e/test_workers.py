@@ -14,6 +14,7 @@ import http.client
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -249,6 +250,36 @@ def test_zero_workers_is_refused() -> None:
     )
     assert result.returncode == 2
     assert b"at least 1 worker" in result.stderr
+
+
+def test_a_listen_port_taken_by_another_process_fails_the_start_with_status_1() -> None:
+    with socket.socket() as taken:
+        taken.bind((LOOPBACK, 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "activator",
+                "serve",
+                *WORKERS,
+                "--listen",
+                f"{LOOPBACK}:{port}",
+                "--admin",
+                f"{LOOPBACK}:0",
+                "--upstream",
+                "h2c://127.0.0.1:9",
+            ],
+            cwd=REPO_ROOT,
+            env=subprocess_env(),
+            capture_output=True,
+            timeout=60,
+            check=False,
+        )
+    assert result.returncode == 1
+    assert b"cannot listen" in result.stderr
+    assert b"exited with 1 at start" in result.stderr
 
 
 def test_both_workers_take_connections_and_every_total_adds_up(
