@@ -312,7 +312,8 @@ async def _serve_worker(spec: WorkerSpec, control: socket.socket) -> int:
     poker.close()
     loop.remove_reader(spec.wake_read_fd)
     writer.close()
-    table.close()
+    # The table stays mapped until the process exits: connections aborted by stop() may still
+    # release their slots from callbacks that run as the loop shuts down.
     if orphaned:
         # Nobody else will remove the table (the others may still map it: that is fine).
         table.unlink()
