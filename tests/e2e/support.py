@@ -693,9 +693,15 @@ _STATUS_LINE = re.compile(r"status codes: (\d+) 2xx, (\d+) 3xx, (\d+) 4xx, (\d+)
 def h2load_command(
     url: str, *, requests: int, clients: int, streams: int, extra: Sequence[str] = ()
 ) -> list[str]:
-    """The h2load command line (prior-knowledge h2c for http:// URLs)."""
+    """The h2load command line (prior-knowledge h2c for http:// URLs).
+
+    ``-N``: a connection with no activity for 15 s is closed and its requests count as failed, so a
+    request the proxy never answers fails the run instead of hanging it.
+    """
     return [
         require_tool("h2load"),
+        "-N",
+        "15s",
         "-n",
         str(requests),
         "-c",

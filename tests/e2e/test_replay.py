@@ -192,15 +192,19 @@ def test_admin_goaway_mid_load_costs_no_request(demo_pods: Any, activator_proc: 
     activator = activator_proc(*pods)
     h2load_args = h2load_command(activator.url + "/delay/2", requests=8000, clients=4, streams=10)
     with subprocess.Popen(h2load_args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT) as load:
-        goaways = 0
-        deadline = time.monotonic() + 60
-        # Pace the GOAWAYs across the run: every pod, every 100 ms, while the load lasts.
-        while load.poll() is None and time.monotonic() < deadline and goaways < 300:
-            for pod in pods:
-                pod.request_goaway()
-                goaways += 1
-            time.sleep(0.1)
-        output, _ = load.communicate(timeout=60)
+        try:
+            goaways = 0
+            deadline = time.monotonic() + 60
+            # Pace the GOAWAYs across the run: every pod, every 100 ms, while the load lasts.
+            while load.poll() is None and time.monotonic() < deadline and goaways < 300:
+                for pod in pods:
+                    pod.request_goaway()
+                    goaways += 1
+                time.sleep(0.1)
+            output, _ = load.communicate(timeout=60)
+        finally:
+            if load.poll() is None:
+                load.kill()
     text = output.decode("utf-8", "replace")
     parsed = parse_h2load(text)
     assert goaways >= 6, "the load ended before the pods sent GOAWAYs"
