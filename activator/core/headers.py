@@ -6,6 +6,7 @@ arrived on. HTTP/1.1 requests are mapped to that shape at ingress so one code pa
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable
 
 Header = tuple[bytes, bytes]
@@ -29,6 +30,26 @@ _DROP_REQUEST = HOP_BY_HOP | {b"host", b"x-forwarded-proto", b"x-forwarded-host"
 _DROP_RESPONSE = HOP_BY_HOP | {b"te"}
 
 GRPC_CONTENT_TYPE = b"application/grpc"
+
+
+# RFC 9113 §8.2.1: field names hold no controls, space, uppercase, DEL, non-ASCII or colon (past a
+# pseudo-header's leading one); values hold no NUL, CR or LF. A proxy must check these itself: a
+# CR/LF let through becomes header (or request) injection on an HTTP/1.1 hop.
+_BAD_NAME = re.compile(rb"[\x00-\x20A-Z\x7f-\xff:]")
+_BAD_VALUE = re.compile(rb"[\x00\r\n]")
+
+
+def malformed_field(headers: Iterable[Header]) -> str | None:
+    """Why the field block is malformed (RFC 9113 §8.2.1), or None when every field is valid."""
+    bad_name = _BAD_NAME.search
+    bad_value = _BAD_VALUE.search
+    for name, value in headers:
+        key = name[1:] if name[:1] == b":" else name
+        if not key or bad_name(key) is not None:
+            return f"invalid field name {name!r}"
+        if bad_value(value) is not None:
+            return f"invalid character in the value of {name.decode('latin-1')!r}"
+    return None
 
 
 def header_list_size(headers: Iterable[Header]) -> int:

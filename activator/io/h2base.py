@@ -22,6 +22,10 @@ _Piece = tuple["Exchange", "bytes | HeaderList", int, bool]
 
 # The DATA frame class of whichever library h2lib chose (h2 uses hyperframe, jh2 its own copy).
 _DataFrame: Any = h2.connection.DataFrame  # type: ignore[attr-defined]
+# Connection-level credit is returned once this much piled up (the connection window is far larger).
+CONNECTION_CREDIT_BATCH = 256 * 1024
+# Closed streams linger in h2's stream table for at most this many new streams.
+_PRUNE_EVERY = 32
 # RFC 9113 §4.1 frame header: 24-bit length, type, flags, 31-bit stream id.
 _FRAME_HEADER = struct.Struct(">HBBBL")
 
@@ -44,6 +48,27 @@ class ProxyH2Connection(h2.connection.H2Connection):
     def __init__(self, config: h2.config.H2Configuration) -> None:
         super().__init__(config=config)
         self._out: list[bytes] = []
+        self._prune_countdown = _PRUNE_EVERY
+
+    # h2 counts open streams by walking every stream it holds, at each new stream, to enforce
+    # SETTINGS_MAX_CONCURRENT_STREAMS - and prunes closed ones on the way. The activator enforces
+    # both limits itself (ingress refuses the stream with REFUSED_STREAM instead of h2's connection
+    # error; the pool never opens more than the pod allows), so the walk runs only every
+    # _PRUNE_EVERY streams, to prune.
+    def _counted_open_streams(self) -> int:
+        self._prune_countdown -= 1
+        if self._prune_countdown <= 0:
+            self._prune_countdown = _PRUNE_EVERY
+            self._open_streams(0)
+        return 0
+
+    @property
+    def open_inbound_streams(self) -> int:
+        return self._counted_open_streams()
+
+    @property
+    def open_outbound_streams(self) -> int:
+        return self._counted_open_streams()
 
     def _prepare_for_sending(self, frames: list[Any]) -> None:
         out = self._out
@@ -102,13 +127,54 @@ class H2Endpoint:
     conn: ProxyH2Connection
     transport: asyncio.Transport | None
 
-    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+    def __init__(self, loop: asyncio.AbstractEventLoop, stream_window: int) -> None:
         self.loop = loop
         self.transport = None
         self._flush_scheduled = False
         self._write_paused = False
+        # Flow control credit we owe the peer (RFC 9113 §6.9). The connection's is returned as data
+        # arrives, so one stream whose reader stalls never stops the others sharing the connection;
+        # a stream's is returned only once its bytes moved on, so a slow reader slows its own sender
+        # and at most one stream window per stream is ever held here.
+        self._connection_credit = 0
+        self._stream_credit: dict[int, int] = {}
+        self._stream_credit_batch = max(1, stream_window // 2)
         # Stream id -> body pieces waiting for window or for the transport to drain (order kept).
         self._blocked: dict[int, deque[_Piece]] = {}
+
+    # -- flow-control credit ----------------------------------------------------------------------
+
+    def received(self, nbytes: int) -> None:
+        """DATA arrived: its connection-level credit is the peer's again (sent in batches)."""
+        self._connection_credit += nbytes
+
+    def return_connection_credit(self) -> None:
+        """End of a read: send one connection WINDOW_UPDATE if enough credit piled up."""
+        credit = self._connection_credit
+        if credit >= CONNECTION_CREDIT_BATCH:
+            self._connection_credit = 0
+            try:
+                self.conn.increment_flow_control_window(credit)
+            except h2.exceptions.ProtocolError:
+                pass
+
+    def consumed(self, stream_id: int, nbytes: int) -> None:
+        """Body bytes of ``stream_id`` moved on: give the stream window back, half a window at a time."""
+        if not nbytes:
+            return
+        credit = self._stream_credit.get(stream_id, 0) + nbytes
+        if credit < self._stream_credit_batch:
+            self._stream_credit[stream_id] = credit
+            return
+        self._stream_credit.pop(stream_id, None)
+        try:
+            self.conn.increment_flow_control_window(credit, stream_id=stream_id)
+        except h2.exceptions.ProtocolError:  # the stream closed meanwhile: nothing owed
+            return
+        self.schedule_flush()
+
+    def forget_credit(self, stream_id: int) -> None:
+        self._stream_credit.pop(stream_id, None)
 
     # -- writing -----------------------------------------------------------------------------------
 
@@ -222,9 +288,11 @@ class H2Endpoint:
 
     def drop_blocked(self, stream_id: int) -> None:
         self._blocked.pop(stream_id, None)
+        self._stream_credit.pop(stream_id, None)
 
     def reset_stream(self, stream_id: int, error_code: int) -> None:
         self._blocked.pop(stream_id, None)
+        self._stream_credit.pop(stream_id, None)
         try:
             self.conn.reset_stream(stream_id, error_code)
         except (h2.exceptions.StreamClosedError, h2.exceptions.ProtocolError):

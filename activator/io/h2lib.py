@@ -13,6 +13,8 @@ import os
 from types import ModuleType
 from typing import TYPE_CHECKING
 
+import hpack
+
 _SUBMODULES = ("config", "connection", "errors", "events", "exceptions", "settings")
 
 
@@ -48,17 +50,42 @@ def _compression_errors(lib: ModuleType) -> None:
     exceptions = lib.exceptions
     compression_error = lib.errors.ErrorCodes.COMPRESSION_ERROR
 
+    def compression_failure(exc: BaseException) -> BaseException:
+        error: BaseException = exceptions.ProtocolError(f"Error decoding header block: {exc}")
+        error.error_code = compression_error  # type: ignore[attr-defined]
+        return error
+
     def _decode_headers(decoder: object, block: bytes) -> object:
+        if type(decoder) is StrictDecoder:
+            try:
+                return decoder.decode(block, raw=True)
+            except hpack.OversizedHeaderListError as exc:
+                raise exceptions.DenialOfServiceError(f"Oversized header block: {exc}") from exc
+            except (hpack.HPACKError, IndexError, TypeError, UnicodeDecodeError) as exc:
+                raise compression_failure(exc) from exc
         try:
             return decode(decoder, block)
         except exceptions.DenialOfServiceError:
             raise
         except exceptions.ProtocolError as exc:
-            error = exceptions.ProtocolError(str(exc))
-            error.error_code = compression_error
-            raise error from exc
+            raise compression_failure(exc) from exc
 
     connection._decode_headers = _decode_headers
+
+
+# The reference HPACK decoder (python-hyper's hpack, which h2 uses). jh2's compiled decoder accepts a
+# few invalid encodings RFC 7541 says to reject (a table size update after the first field, one
+# above the SETTINGS limit, Huffman padding that is not an EOS prefix); the client-facing side
+# decodes with this one so every peer gets the RFC's answer. Pods are decoded with the fast one.
+StrictDecoder = hpack.Decoder
+
+
+def strict_decoder(table_size: int) -> hpack.Decoder:
+    """A fresh RFC 7541-strict HPACK decoder for a client connection whose SETTINGS_HEADER_TABLE_SIZE
+    is ``table_size`` (the limit the peer's dynamic table size updates must respect)."""
+    decoder = hpack.Decoder(max_header_list_size=1 << 20)
+    decoder.max_allowed_table_size = table_size
+    return decoder
 
 
 if TYPE_CHECKING:

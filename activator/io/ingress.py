@@ -22,10 +22,11 @@ from activator.core.headers import (
     error_response,
     forward_request,
     is_grpc,
+    malformed_field,
 )
 from activator.io.exchange import Exchange
 from activator.io.h2base import H2Endpoint, ProxyH2Connection
-from activator.io.h2lib import h2
+from activator.io.h2lib import NAME, h2, strict_decoder
 
 if TYPE_CHECKING:
     from activator.io.service import ServiceRuntime
@@ -34,6 +35,8 @@ log = logging.getLogger("activator.ingress")
 
 PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
 _NO_ERROR = h2.errors.ErrorCodes.NO_ERROR
+_PROTOCOL_ERROR = h2.errors.ErrorCodes.PROTOCOL_ERROR
+_REFUSED_STREAM = h2.errors.ErrorCodes.REFUSED_STREAM
 _CANCEL = h2.errors.ErrorCodes.CANCEL
 # Above this a header block is a connection error (ENHANCE_YOUR_CALM); between the configured limit and
 # this, the stream alone gets 431.
@@ -207,7 +210,7 @@ class H2Ingress(H2Endpoint):
     """A client's HTTP/2 connection: every stream is an independent exchange."""
 
     def __init__(self, owner: IngressProtocol) -> None:
-        super().__init__(owner.loop)
+        super().__init__(owner.loop, owner.settings.stream_window)
         self.owner = owner
         self.transport = owner.transport
         settings = owner.settings
@@ -230,10 +233,15 @@ class H2Ingress(H2Endpoint):
                 h2.settings.SettingCodes.MAX_CONCURRENT_STREAMS: settings.max_concurrent_streams,
                 h2.settings.SettingCodes.INITIAL_WINDOW_SIZE: settings.stream_window,
                 h2.settings.SettingCodes.MAX_HEADER_LIST_SIZE: HARD_HEADER_LIST_LIMIT,
+                # The RFC 7541 default: jh2 would offer 64 KiB, a dynamic table per client
+                # connection that costs memory on idle connections for little gain.
+                h2.settings.SettingCodes.HEADER_TABLE_SIZE: 4096,
             },
         )
         # The Settings above are current at once (not pending an ACK), so h2 never copies this one to
         # its HPACK decoder: set it there, or blocks over h2's default 64 KiB become a connection error.
+        if NAME != "h2":
+            self.conn.decoder = strict_decoder(self.conn.local_settings.header_table_size)
         self.conn.decoder.max_header_list_size = HARD_HEADER_LIST_LIMIT
         self.exchanges: dict[int, Exchange] = {}
         self.closing = False
@@ -268,15 +276,16 @@ class H2Ingress(H2Endpoint):
         exchanges = self.exchanges
         for event in events:
             if isinstance(event, h2.events.DataReceived):
+                self._connection_credit += event.flow_controlled_length
                 ex = exchanges.get(event.stream_id)
                 if ex is not None and not ex.done:
                     ex.on_request_data(event.data, event.flow_controlled_length)
-                else:
-                    # Nobody will read it: give the window back at once.
-                    self._ack(event.stream_id, event.flow_controlled_length)
-                if event.stream_ended is not None and ex is not None:
-                    ex.on_request_end()
-                    self._maybe_forget(ex)
+                # else: nobody will read it; its stream window does not matter any more.
+                if event.stream_ended is not None:
+                    self._stream_credit.pop(event.stream_id, None)
+                    if ex is not None:
+                        ex.on_request_end()
+                        self._maybe_forget(ex)
             elif isinstance(event, h2.events.RequestReceived):
                 self._on_request(event.stream_id, event.headers, event.stream_ended is not None)
             elif isinstance(event, h2.events.StreamEnded):
@@ -288,6 +297,9 @@ class H2Ingress(H2Endpoint):
                     self._maybe_forget(ex)
             elif isinstance(event, h2.events.WindowUpdated):
                 self.unblock(event.stream_id)
+            elif isinstance(event, h2.events.RemoteSettingsChanged):
+                if h2.settings.SettingCodes.INITIAL_WINDOW_SIZE in event.changed_settings:
+                    self.unblock(0)  # every stream's send window moved (RFC 9113 §6.9.2)
             elif isinstance(event, h2.events.StreamReset):
                 ex = exchanges.pop(event.stream_id, None)
                 self.drop_blocked(event.stream_id)
@@ -299,17 +311,23 @@ class H2Ingress(H2Endpoint):
                     self.flush()
                     self.transport.close()
                     return
+        if self._connection_credit:
+            self.return_connection_credit()
         self.flush()
-
-    def _ack(self, stream_id: int, nbytes: int) -> None:
-        if nbytes:
-            try:
-                self.conn.acknowledge_received_data(nbytes, stream_id)
-            except h2.exceptions.ProtocolError:
-                pass
 
     def _on_request(self, stream_id: int, headers: HeaderList, ended: bool) -> None:
         owner = self.owner
+        if len(self.exchanges) >= self.settings.max_concurrent_streams:
+            # RFC 9113 §5.1.2: over our SETTINGS_MAX_CONCURRENT_STREAMS - refuse this stream only
+            # (unprocessed, the client may retry it), not the connection.
+            self.reset_stream(stream_id, _REFUSED_STREAM)
+            return
+        problem = malformed_field(headers)
+        if problem is not None:
+            # RFC 9113 §8.1.1: a malformed request is a stream error of type PROTOCOL_ERROR.
+            log.info("client %s sent a malformed request: %s", owner.client_ip.decode(), problem)
+            self.reset_stream(stream_id, _PROTOCOL_ERROR)
+            return
         authority, method, scheme, grpc, _expect = _parse_request(headers)
         size = 0
         for name, value in headers:
@@ -405,8 +423,8 @@ class H2Ingress(H2Endpoint):
         self._check_close()
 
     def ack_request(self, ex: Exchange, nbytes: int) -> None:
-        self._ack(ex.client_stream, nbytes)
-        self.schedule_flush()
+        if not ex.request_ended:  # after END_STREAM no window is owed
+            self.consumed(ex.client_stream, nbytes)
 
     def on_sent(self, ex: Exchange, ack_len: int) -> None:
         if ack_len:

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, cast
 
 import httptools
 
-from activator.core.headers import HeaderList, forward_response
+from activator.core.headers import HeaderList, forward_response, malformed_field
 from activator.core.pool_policy import ASSUMED_MAX_STREAMS, PoolAction, choose_connection
 from activator.core.retry import ReplayReason
 from activator.io.h2base import H2Endpoint, ProxyH2Connection
@@ -42,9 +42,10 @@ class UpstreamSettings:
     max_connections_per_pod: int = 16
     connect_timeout: float = 5.0
     idle_timeout: float = 60.0
-    # Per-stream and per-connection receive windows we grant pods: big enough for fast large
-    # responses, small enough to bound what a slow client can make us hold (per stream).
-    stream_window: int = 1 << 20
+    # Per-stream and per-connection receive windows we grant pods. The connection window is returned
+    # as data arrives; a stream window only as its bytes reach the client, so it bounds what a slow
+    # client can make us hold, per stream.
+    stream_window: int = 256 * 1024
     connection_window: int = 16 << 20
     # A connection silent this long gets a PING; one that then stays silent as long again is dead
     # (a partitioned pod sends no RST, so only a PING finds it).
@@ -182,7 +183,7 @@ class H2Upstream(H2Endpoint, asyncio.Protocol):
     """One HTTP/2 connection to a pod, shared by many streams."""
 
     def __init__(self, pool: PodPool) -> None:
-        super().__init__(pool.loop)
+        super().__init__(pool.loop, pool.settings.stream_window)
         self.pool = pool
         self.conn: ProxyH2Connection = ProxyH2Connection(
             config=h2.config.H2Configuration(
@@ -373,12 +374,8 @@ class H2Upstream(H2Endpoint, asyncio.Protocol):
             ex.client.ack_request(ex, ack_len)
 
     def ack_response(self, ex: Exchange, nbytes: int) -> None:
-        if nbytes and not self.closed:
-            try:
-                self.conn.acknowledge_received_data(nbytes, ex.up_stream)
-            except h2.exceptions.ProtocolError:
-                return
-            self.schedule_flush()
+        if not self.closed and ex.up_stream in self.streams:  # no window owed to an ended stream
+            self.consumed(ex.up_stream, nbytes)
 
     def cancel(self, ex: Exchange) -> None:
         sid = ex.up_stream
@@ -443,6 +440,7 @@ class H2Upstream(H2Endpoint, asyncio.Protocol):
         streams = self.streams
         for event in events:
             if isinstance(event, h2.events.DataReceived):
+                self._connection_credit += event.flow_controlled_length
                 ex = streams.get(event.stream_id)
                 if ex is not None:
                     end = event.stream_ended is not None
@@ -451,13 +449,13 @@ class H2Upstream(H2Endpoint, asyncio.Protocol):
                     ex.on_response_data(event.data, event.flow_controlled_length, end)
                     if end:
                         self._response_complete(ex)
-                else:
-                    self.conn.acknowledge_received_data(
-                        event.flow_controlled_length, event.stream_id
-                    )
             elif isinstance(event, h2.events.ResponseReceived):
                 ex = streams.get(event.stream_id)
-                if ex is not None:
+                if ex is not None and malformed_field(event.headers) is not None:
+                    # Never relay a CR/LF a pod put in a field: on an HTTP/1.1 client that is
+                    # response splitting.
+                    self._malformed(event.stream_id, ex)
+                elif ex is not None:
                     end = event.stream_ended is not None
                     if end:
                         del streams[event.stream_id]
@@ -469,7 +467,10 @@ class H2Upstream(H2Endpoint, asyncio.Protocol):
                 pass
             elif isinstance(event, h2.events.TrailersReceived):
                 ex = streams.pop(event.stream_id, None)
-                if ex is not None:
+                if ex is not None and malformed_field(event.headers) is not None:
+                    streams[event.stream_id] = ex
+                    self._malformed(event.stream_id, ex)
+                elif ex is not None:
                     ex.on_response_trailers(forward_response(event.headers))
                     self._response_complete(ex)
             elif isinstance(event, h2.events.WindowUpdated):
@@ -479,6 +480,8 @@ class H2Upstream(H2Endpoint, asyncio.Protocol):
             elif isinstance(event, h2.events.ConnectionTerminated):
                 self._on_goaway(event.last_stream_id or 0, int(event.error_code or 0))
             elif isinstance(event, h2.events.RemoteSettingsChanged):
+                if h2.settings.SettingCodes.INITIAL_WINDOW_SIZE in event.changed_settings:
+                    self.unblock(0)  # every stream's send window moved (RFC 9113 §6.9.2)
                 changed = event.changed_settings.get(
                     h2.settings.SettingCodes.MAX_CONCURRENT_STREAMS
                 )
@@ -491,7 +494,16 @@ class H2Upstream(H2Endpoint, asyncio.Protocol):
                     self.pool.slot_freed()
             elif isinstance(event, h2.events.InformationalResponseReceived):
                 pass  # 1xx from the pod: not forwarded (100-continue is answered at ingress)
+        if self._connection_credit:
+            self.return_connection_credit()
         self.flush()
+
+    def _malformed(self, stream_id: int, ex: Exchange) -> None:
+        log.warning("pod %s sent a malformed field block; stream reset", self.pool.address)
+        self.streams.pop(stream_id, None)
+        self.reset_stream(stream_id, h2.errors.ErrorCodes.PROTOCOL_ERROR)
+        self._stream_closed()
+        ex.on_upstream_reset(h2.errors.ErrorCodes.PROTOCOL_ERROR)
 
     def _response_complete(self, ex: Exchange) -> None:
         self.completed += 1
