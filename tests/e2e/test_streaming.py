@@ -81,6 +81,17 @@ def test_client_rst_stream_mid_upload_reaches_pod_as_reset(
     assert entries[0]["body_bytes"] <= 20_000
 
 
+def test_client_rst_stream_mid_upload_reaches_http11_pod_as_reset(
+    demo_pods: Any, activator_proc: Any
+) -> None:
+    # HTTP/1.1 has no reset: the activator closes the pod connection, which ends the upload unfinished.
+    (pod,) = demo_pods(PodBehaviour(name="p"))
+    activator = activator_proc(pod.http1_upstream)
+    entries = _cancel_upload_mid_way(activator, pod)
+    assert [e["outcome"] for e in entries] == ["reset"], entries
+    assert entries[0]["body_bytes"] <= 20_000
+
+
 @pytest.mark.parametrize("framing", ["content-length", "chunked"])
 def test_http11_client_closing_mid_upload_reaches_pod_as_reset(
     demo_pods: Any, activator_proc: Any, framing: str
