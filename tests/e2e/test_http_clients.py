@@ -549,3 +549,29 @@ def test_http11_expect_100_continue(fleet: Fleet) -> None:
         final = read_http1_response(reader)
     assert final.status == 200
     assert final.body == body
+
+
+# -- pods over HTTP/1.1 ------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("flag", ["--http2-prior-knowledge", "--http1.1"])
+def test_http11_upstream_carries_requests_of_both_protocols(
+    demo_pods: Any, activator_proc: Any, payload: Callable[[int], Path], flag: str
+) -> None:
+    pods = demo_pods(PodBehaviour(name="h1-a"), PodBehaviour(name="h1-b"))
+    activator = activator_proc(*(pod.http1_upstream for pod in pods))
+    body = payload(200_000)
+    echoed = curl(flag, "--data-binary", f"@{body}", activator.url + "/echo")
+    assert echoed.returncode == 0, echoed.stderr
+    assert echoed.stdout == body.read_bytes()
+    big = curl(flag, "-w", "\n%{size_download}", activator.url + "/bytes/3000000")
+    assert big.returncode == 0, big.stderr
+    assert big.stdout.rpartition(b"\n")[2] == b"3000000"
+    empty = curl(flag, "-i", activator.url + "/status/204")
+    assert empty.returncode == 0, empty.stderr
+    assert b" 204" in empty.stdout.split(b"\r\n", 1)[0]
+    assert empty.stdout.endswith(b"\r\n\r\n")  # no body after the header block
+    # Many requests reuse the pods' keep-alive connections rather than opening one each.
+    result = h2load(activator.url + "/", requests=300, clients=2, streams=5)
+    assert result.status_2xx == 300, result.describe()
+    assert sum(int(pod.stats()["connections_total"]) for pod in pods) < 60
