@@ -26,6 +26,14 @@ Example::
         queue: {max_requests: 1000, max_bytes: 64MiB, timeout: 30s}
         probe: {path: /healthz}       # optional; absent = endpoints are ready at once
         timeouts: {response_start: 300s, idle: 0s, max_duration: 0s}   # 0s = no limit
+      - name: world
+        hosts: [world.example.com]
+        # Instead of endpoints, a service may follow its pods through DNS (A and AAAA records)...
+        dns: {name: world.default.svc.cluster.local, port: 8012, interval: 5s}
+      - name: moon
+        hosts: [moon.example.com]
+        # ...or through the Kubernetes EndpointSlices of a Service (port: name or number).
+        kubernetes: {service: moon, namespace: default, port: http}
     autoscaler:
       push_url: http://127.0.0.1:9999/v1/stats   # optional
       interval: 1s
@@ -54,6 +62,8 @@ __all__ = [
     "AutoscalerConfig",
     "Config",
     "ConfigError",
+    "DnsDiscoveryConfig",
+    "KubernetesDiscoveryConfig",
     "LimitsConfig",
     "ProbeConfig",
     "QueueConfig",
@@ -92,6 +102,9 @@ _MIB: Final = 1024 * 1024
 # SETTINGS_MAX_CONCURRENT_STREAMS is a 32-bit value (RFC 9113 section 6.5.1); stay within the
 # signed range that every peer handles.
 _MAX_STREAMS: Final = 2**31 - 1
+
+# Seconds between DNS lookups of a service's pods.
+_DNS_INTERVAL: Final = 5.0
 
 
 # -- the configuration model ---------------------------------------------------------------
@@ -139,6 +152,36 @@ class TimeoutsConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class DnsDiscoveryConfig:
+    """Pods from the A and AAAA records of a DNS name, looked up every ``interval``.
+
+    Attributes:
+        name: The name to look up, e.g. a headless Service's ``svc.default.svc.cluster.local``.
+        port: The pods' port (1-65535); DNS A/AAAA records carry no port.
+        interval: Seconds between lookups (> 0).
+    """
+
+    name: str
+    port: int
+    interval: float = _DNS_INTERVAL
+
+
+@dataclass(frozen=True, slots=True)
+class KubernetesDiscoveryConfig:
+    """Pods from the EndpointSlices of a Kubernetes Service, listed then watched.
+
+    Attributes:
+        service: The Service's name (label ``kubernetes.io/service-name`` of its slices).
+        namespace: The Service's namespace; None = the activator's own namespace.
+        port: The port's name or number in the slices; None = the slices' only port.
+    """
+
+    service: str
+    namespace: str | None = None
+    port: str | int | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class ServiceConfig:
     """One service: the hosts it answers for and the pods that serve it.
 
@@ -151,6 +194,8 @@ class ServiceConfig:
         queue: Queue bounds.
         probe: Readiness probe; None = endpoints are ready at once.
         timeouts: Per-request time limits.
+        dns: Pods discovered through DNS instead of ``endpoints``.
+        kubernetes: Pods discovered through Kubernetes EndpointSlices instead of ``endpoints``.
     """
 
     name: str
@@ -161,6 +206,8 @@ class ServiceConfig:
     queue: QueueConfig = field(default_factory=QueueConfig)
     probe: ProbeConfig | None = None
     timeouts: TimeoutsConfig = field(default_factory=TimeoutsConfig)
+    dns: DnsDiscoveryConfig | None = None
+    kubernetes: KubernetesDiscoveryConfig | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -278,6 +325,9 @@ _DURATION_PART_RE: Final = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h)")
 _NUMBER_RE: Final = re.compile(r"\d+(?:\.\d+)?")
 _SERVICE_NAME_RE: Final = re.compile(r"[a-z0-9](?:[-a-z0-9]*[a-z0-9])?")
 _HOST_LABEL_RE: Final = re.compile(r"[A-Za-z0-9_](?:[A-Za-z0-9_-]*[A-Za-z0-9_])?")
+# A Service port name is a DNS label; EndpointSlice ports may be unnamed (""), which "port: null"
+# (the only port) covers.
+_PORT_NAME_RE: Final = re.compile(r"[a-z0-9](?:[-a-z0-9]*[a-z0-9])?")
 
 
 def parse_size(value: int | float | str) -> int:
@@ -788,6 +838,9 @@ class _Parser:
         queue = self.section(entries, "queue", path, self.queue, QueueConfig())
         probe = self.section(entries, "probe", path, self.probe, None)
         timeouts = self.section(entries, "timeouts", path, self.timeouts, TimeoutsConfig())
+        dns = self.section(entries, "dns", path, self.dns_discovery, None)
+        kubernetes = self.section(entries, "kubernetes", path, self.kubernetes_discovery, None)
+        self.one_pod_source(entries, path, bool(endpoints), dns is not None, kubernetes is not None)
         return ServiceConfig(
             name=name,
             hosts=hosts,
@@ -797,6 +850,71 @@ class _Parser:
             queue=queue,
             probe=probe,
             timeouts=timeouts,
+            dns=dns,
+            kubernetes=kubernetes,
+        )
+
+    def one_pod_source(
+        self,
+        entries: dict[str, tuple[Node, Node]],
+        path: str,
+        *given: bool,
+    ) -> None:
+        """At most one of a non-empty ``endpoints``, ``dns`` and ``kubernetes``: two sources
+        would overwrite each other's pod sets."""
+        keys = [key for key, present in zip(_POD_SOURCES, given, strict=True) if present]
+        if len(keys) < 2:
+            return
+        first, second = keys[0], keys[1]
+        first_line = _line(entries[first][0])
+        self.fail(
+            entries[second][0],
+            _join(path, second),
+            f'a service takes its pods from one of "endpoints", "dns" or "kubernetes"; '
+            f'"{first}" is also given (line {first_line})',
+        )
+
+    def dns_discovery(self, node: Node, path: str) -> DnsDiscoveryConfig:
+        entries = self.mapping(node, path, ("name", "port", "interval"), required=("name", "port"))
+        name_node = entries["name"][1]
+        name = self.string(name_node, _join(path, "name"))
+        if not _is_host_name_or_ipv4(name):
+            self.fail(name_node, _join(path, "name"), f'"{name}" is not a valid DNS name')
+        port = self.integer(entries["port"][1], _join(path, "port"), minimum=1, maximum=65535)
+        interval = self.section(entries, "interval", path, self.positive_duration, _DNS_INTERVAL)
+        return DnsDiscoveryConfig(name=name, port=port, interval=interval)
+
+    def kubernetes_discovery(self, node: Node, path: str) -> KubernetesDiscoveryConfig:
+        entries = self.mapping(node, path, ("service", "namespace", "port"), required=("service",))
+        service_path = _join(path, "service")
+        service = self.kubernetes_name(entries["service"][1], service_path)
+        namespace = self.section(entries, "namespace", path, self.kubernetes_name, None)
+        port = self.section(entries, "port", path, self.kubernetes_port, None)
+        return KubernetesDiscoveryConfig(service=service, namespace=namespace, port=port)
+
+    def kubernetes_name(self, node: Node, path: str) -> str:
+        """A Service or namespace name: a DNS label (RFC 1123 section 2.1, as Kubernetes uses)."""
+        name = self.string(node, path)
+        if len(name) > 63 or not _SERVICE_NAME_RE.fullmatch(name):
+            self.fail(
+                node,
+                path,
+                f'invalid name "{name}": use lowercase letters, digits and "-", '
+                "starting and ending with a letter or digit, at most 63 characters",
+            )
+        return name
+
+    def kubernetes_port(self, node: Node, path: str) -> str | int:
+        """A port number, or a port name as Services and EndpointSlices spell it."""
+        value = self.scalar(node, path)
+        if isinstance(value, int) and not isinstance(value, bool):
+            return self.integer(node, path, minimum=1, maximum=65535)
+        if isinstance(value, str) and _PORT_NAME_RE.fullmatch(value):
+            return value
+        self.fail(
+            node,
+            path,
+            f'expected a port name like "http" or a number (1-65535), got {self.show(node)}',
         )
 
     def service_name(self, node: Node, path: str) -> str:
@@ -902,7 +1020,10 @@ _SERVICE_KEYS: Final = (
     "queue",
     "probe",
     "timeouts",
+    "dns",
+    "kubernetes",
 )
+_POD_SOURCES: Final = ("endpoints", "dns", "kubernetes")
 
 
 # -- entry points --------------------------------------------------------------------------
@@ -1078,6 +1199,19 @@ def dump_config(config: Config) -> str:
         }
         if service.probe is not None:
             entry["probe"] = {"path": service.probe.path}
+        if service.dns is not None:
+            entry["dns"] = {
+                "name": service.dns.name,
+                "port": service.dns.port,
+                "interval": service.dns.interval,
+            }
+        if service.kubernetes is not None:
+            kubernetes: dict[str, Any] = {"service": service.kubernetes.service}
+            if service.kubernetes.namespace is not None:
+                kubernetes["namespace"] = service.kubernetes.namespace
+            if service.kubernetes.port is not None:
+                kubernetes["port"] = service.kubernetes.port
+            entry["kubernetes"] = kubernetes
         services.append(entry)
     document["services"] = services
     autoscaler: dict[str, Any] = {"interval": config.autoscaler.interval}
