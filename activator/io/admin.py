@@ -50,7 +50,7 @@ def service_status(runtime: ServiceRuntime, now: float) -> dict[str, Any]:
         "concurrency": {"streams": streams, "http1_connections": http1, "total": streams + http1},
         "queue": {
             "depth": throttle.queue_depth,
-            "bytes": throttle.queue_bytes,
+            "bytes": runtime.queued_body_bytes,
             "oldest_age_seconds": round(throttle.queued_age(now), 6),
         },
         "requests_total": runtime.requests_total,

@@ -66,6 +66,7 @@ class Exchange:
         "pending",
         "placed_at",
         "pod",
+        "queue_bytes",
         "queued",
         "replay",
         "replay_bytes",
@@ -116,6 +117,7 @@ class Exchange:
         self.up_sent_end = False
         self.response_started = False
         self.queued = False
+        self.queue_bytes = 0  # body bytes counted in the service's queued_body_bytes
         self.done = False
         self.replays = 0  # charged replays (see decide_replay)
         self.moves = 0  # all replays
@@ -135,6 +137,9 @@ class Exchange:
     def on_request_data(self, data: bytes, flow_len: int) -> None:
         """Body bytes from the client; ``flow_len`` is what the client's flow-control window paid."""
         self.activity += 1
+        if self.queued:
+            self.queue_bytes += len(data)
+            self.service.queued_body_bytes += len(data)
         replay = self.replay
         limit = self.service.replay_limit
         if replay is not None and self.replay_bytes + len(data) <= limit:

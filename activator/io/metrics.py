@@ -241,7 +241,7 @@ class _LevelsCollector:
             families.in_flight.add_metric([name, "stream"], runtime.streams.current)
             families.in_flight.add_metric([name, "http1_connection"], runtime.http1.current)
             families.queue_depth.add_metric([name], throttle.queue_depth)
-            families.queue_bytes.add_metric([name], throttle.queue_bytes)
+            families.queue_bytes.add_metric([name], runtime.queued_body_bytes)
             families.queue_age.add_metric([name], throttle.queued_age(runtime.loop.time()))
             families.ready_pods.add_metric([name], throttle.ready_pods)
             families.pods.add_metric(

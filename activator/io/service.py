@@ -67,6 +67,9 @@ class ServiceRuntime:
             gate=gate,
         )
         self.pools: dict[str, PodPool] = {}
+        # Request body bytes buffered by queued requests (bounded by queue.max_bytes; each request's
+        # share by the replay buffer plus its flow-control window).
+        self.queued_body_bytes = 0
         # Pods marked not ready because connecting to them failed (until a probe succeeds).
         self.failed: set[str] = set()
         self.streams = ConcurrencyTracker(now)
@@ -149,7 +152,21 @@ class ServiceRuntime:
         if self.failed and self._all_pods_failing():
             ex.fail(UpstreamError(f"service {self.name}: no pod is reachable"))
             return
-        result = self.throttle.acquire(ex, ex.replay_bytes, now)
+        max_bytes = self.config.queue.max_bytes
+        if self.throttle.queue_depth and self.queued_body_bytes + ex.replay_bytes > max_bytes:
+            # FIFO: with a queue this request would wait too, and the bodies already buffered by
+            # waiting requests are at the bound.
+            ex.fail(
+                Unavailable(
+                    f"service {self.name} is at capacity and its queue is full (queue_bytes)",
+                    retry_after=max(
+                        1.0, min(self.config.queue.timeout, self.throttle.queued_age(now))
+                    ),
+                )
+            )
+            return
+        # Body bytes are bounded here, as they grow while a request waits (see queued_body_bytes).
+        result = self.throttle.acquire(ex, 0, now)
         if isinstance(result, PodState):
             self._place(ex, result)
         elif isinstance(result, Rejected):
@@ -161,6 +178,8 @@ class ServiceRuntime:
             )
         else:
             ex.queued = True
+            ex.queue_bytes = ex.replay_bytes
+            self.queued_body_bytes += ex.replay_bytes
             if self._expiry is None:
                 self._schedule_expiry()
             if self.on_queued is not None:
@@ -178,12 +197,17 @@ class ServiceRuntime:
 
     def _place_grants(self, grants: list[tuple[Exchange, PodState]]) -> None:
         for ex, pod in grants:
-            ex.queued = False
+            self.left_queue(ex)
             self._place(ex, pod)
 
     def cancel_queued(self, ex: Exchange) -> None:
-        ex.queued = False
+        self.left_queue(ex)
         self.throttle.cancel(ex)
+
+    def left_queue(self, ex: Exchange) -> None:
+        ex.queued = False
+        self.queued_body_bytes -= ex.queue_bytes
+        ex.queue_bytes = 0
 
     def _schedule_expiry(self) -> None:
         deadline = self.throttle.next_deadline()
@@ -192,7 +216,7 @@ class ServiceRuntime:
     def _expire(self) -> None:
         self._expiry = None
         for ex in self.throttle.expire(self.loop.time()):
-            ex.queued = False
+            self.left_queue(ex)
             ex.fail(
                 QueueTimeout(
                     f"service {self.name} had no pod free for {self.config.queue.timeout:g}s "
@@ -299,7 +323,7 @@ class ServiceRuntime:
             self._expiry.cancel()
             self._expiry = None
         for ex in self.throttle.drain_queue():
-            ex.queued = False
+            self.left_queue(ex)
             ex.fail(Unavailable(f"service {self.name} is shutting down"))
         for pool in self.pools.values():
             pool.retire()

@@ -220,3 +220,23 @@ async def test_admin_put_endpoints_releases_the_queue(start_activator: Start, po
         assert put.status_code == 200
         responses = await asyncio.gather(*waiting)
     assert [r.status_code for r in responses] == [200] * 10
+
+
+async def test_queue_max_bytes_counts_bodies_buffered_while_waiting(start_activator: Start) -> None:
+    activator = await start_activator(
+        "    endpoints: []\n    queue: {max_requests: 100, max_bytes: 100KiB, timeout: 2s}\n"
+    )
+    runtime = activator.services["web"]
+    async with h2_client(activator) as client:
+        uploads = [
+            asyncio.create_task(client.post("/upload", content=b"x" * 65536)) for _ in range(2)
+        ]
+        # Each waiting upload buffers up to the 64 KiB replay buffer, no more.
+        await wait_for(lambda: runtime.queued_body_bytes >= 2 * 65536, "bodies buffered")
+        assert runtime.queued_body_bytes <= 2 * (65536 + 65535)
+        refused = await client.get("/")
+        assert refused.status_code == 503
+        assert "queue_bytes" in refused.text
+        assert "retry-after" in refused.headers
+        assert [r.status_code for r in await asyncio.gather(*uploads)] == [504, 504]
+    assert runtime.queued_body_bytes == 0  # released with the requests
