@@ -14,6 +14,7 @@ from collections.abc import Callable, Iterable
 from activator.config import Config, ServiceConfig, parse_hostport
 from activator.core.routing import HostRouter
 from activator.core.throttle import SlotGate
+from activator.io.discovery import Discovery, SetEndpoints, discovery_for
 from activator.io.ingress import IngressProtocol, IngressSettings, Router
 from activator.io.readiness import ReadinessProber
 from activator.io.service import ServiceRuntime
@@ -44,12 +45,17 @@ class Activator:
         *,
         drain_timeout: float = 30.0,
         slot_gate: Callable[[int, ServiceConfig], SlotGate | None] | None = None,
+        discovery: Callable[[ServiceConfig, SetEndpoints], Discovery | None] = discovery_for,
     ) -> None:
         """``slot_gate(index, service)``: in a worker process, the gate through which the
-        service's throttle shares pod slots with the other workers (see activator.io.workers)."""
+        service's throttle shares pod slots with the other workers (see activator.io.workers).
+        ``discovery(service, set_endpoints)``: the source of a service's pods configured with
+        ``dns`` or ``kubernetes`` (see activator.io.discovery)."""
         self.config = config
         self.drain_timeout = drain_timeout
         self.slot_gate = slot_gate
+        self.discovery = discovery
+        self.discoveries: dict[str, Discovery] = {}
         self.services: dict[str, ServiceRuntime] = {}
         self.prober = ReadinessProber()
         self.connections: set[IngressProtocol] = set()
@@ -79,6 +85,10 @@ class Activator:
             runtime.on_pod_failed = self._make_pod_failed(runtime)
             self.services[service_config.name] = runtime
             self.set_endpoints(runtime.name, service_config.endpoints)
+            source = self.discovery(service_config, self.set_endpoints)
+            if source is not None:
+                self.discoveries[runtime.name] = source
+                source.start()
         host_router: HostRouter[ServiceRuntime] = HostRouter(
             (self.services[s.name].config.hosts, self.services[s.name]) for s in config.services
         )
@@ -175,6 +185,7 @@ class Activator:
         # Shutdown only: polling the connections beats a notification hook on the hot path.
         while loop.time() < deadline and any(c.busy for c in self.connections):  # noqa: ASYNC110
             await asyncio.sleep(0.05)
+        await asyncio.gather(*(source.close() for source in self.discoveries.values()))
         for runtime in self.services.values():
             runtime.close()
         for conn in list(self.connections):
