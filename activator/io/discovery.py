@@ -85,7 +85,7 @@ class Discovery(Protocol):
 
 def _retry_wait(interval_cap: float) -> wait_base:
     return wait_exponential_jitter(
-        initial=_RETRY_INITIAL, max=max(interval_cap, _RETRY_MAX), jitter=_RETRY_INITIAL
+        multiplier=_RETRY_INITIAL, max=max(interval_cap, _RETRY_MAX), jitter=_RETRY_INITIAL
     )
 
 
@@ -178,7 +178,6 @@ class DnsDiscovery:
         self._publisher = _Publisher(service, set_endpoints)
         self._streak = _FailureStreak(f"service {service}: DNS lookup of {config.name}")
         self._retry_wait = retry_wait or _retry_wait(config.interval)
-        self._resolver: aiodns.DNSResolver | None = None
         self._task: asyncio.Task[None] | None = None
 
     @property
@@ -187,18 +186,11 @@ class DnsDiscovery:
         return self._publisher.current
 
     def start(self) -> None:
-        # tries=1: tenacity owns retrying, with backoff and jitter.
-        self._resolver = aiodns.DNSResolver(
-            nameservers=self.nameservers, timeout=self.timeout, tries=1
-        )
         self._task = _run_task(f"dns-discovery-{self._publisher.service}", self._run())
 
     async def close(self) -> None:
         await _cancel(self._task)
         self._task = None
-        if self._resolver is not None:
-            await self._resolver.close()
-            self._resolver = None
 
     async def _run(self) -> None:
         while True:
@@ -218,14 +210,21 @@ class DnsDiscovery:
         Raises:
             _DnsLookupError: The lookup failed without an answer about the name.
         """
-        a, aaaa = await asyncio.gather(self._query("A"), self._query("AAAA"))
+        # A fresh resolver per lookup: c-ares would otherwise answer from its cache (negative
+        # answers included), and a pod set must be asked of the server every interval.
+        # tries=1: tenacity owns retrying, with backoff and jitter.
+        resolver = aiodns.DNSResolver(nameservers=self.nameservers, timeout=self.timeout, tries=1)
+        try:
+            a, aaaa = await asyncio.gather(
+                self._query(resolver, "A"), self._query(resolver, "AAAA")
+            )
+        finally:
+            await resolver.close()
         return {format_hostport(host, self.config.port) for host in (*a, *aaaa)}
 
-    async def _query(self, qtype: Literal["A", "AAAA"]) -> list[str]:
-        assert self._resolver is not None, "start() first"
+    async def _query(self, resolver: Any, qtype: Literal["A", "AAAA"]) -> list[str]:
         # Typed loosely: aiodns 4 answers query_dns with pycares DNSResult records; aiodns 3 has
         # only query, answering objects with a .host.
-        resolver: Any = self._resolver
         try:
             if hasattr(resolver, "query_dns"):
                 result = await resolver.query_dns(self.config.name, qtype)
