@@ -496,8 +496,13 @@ class H1Ingress:
         self.transport = owner.transport
         self.parser = httptools.HttpRequestParser(self)
         self.current: Exchange | None = None
-        # Pipelined requests parsed while another is in flight: (exchange, keep-alive, TE: trailers).
-        self.waiting: deque[tuple[Exchange, bool, bool]] = deque()
+        # Pipelined requests parsed while another is in flight, answered in order (RFC 9112 §9.3.2):
+        # (exchange - or the error it gets instead, keep-alive, TE: trailers, gRPC).
+        self.waiting: deque[tuple[Exchange | ActivatorError, bool, bool, bool]] = deque()
+        # A request that asked for an Upgrade we decline but carries a body: llhttp stops at its
+        # headers, so the body is read by a fresh parser given this framing (see _on_upgrade).
+        self._declined_body: bytes | None = None
+        self._body_only = False
         self._pending_error: tuple[ActivatorError, bool, bool] | None = None
         self.closing = False
         self._url = b""
@@ -554,6 +559,8 @@ class H1Ingress:
             raise httptools.HttpParserError("header block too large")
 
     def on_headers_complete(self) -> None:
+        if self._body_only:
+            return  # the synthetic head that carries a declined upgrade's body
         owner = self.owner
         parser = self.parser
         method = parser.get_method()
@@ -566,6 +573,7 @@ class H1Ingress:
         http2_settings = b""
         te_trailers = False
         body = False
+        framing = b""
         for name, value in headers:
             if name == b"host":
                 authority = value
@@ -581,8 +589,10 @@ class H1Ingress:
                 te_trailers = b"trailers" in value.lower()
             elif name == b"content-length":
                 body = value.strip() not in (b"", b"0")
+                framing = b"content-length: " + value.strip()
             elif name == b"transfer-encoding":
                 body = True
+                framing = b"transfer-encoding: chunked"
         pseudo: HeaderList = [
             (b":method", method),
             (b":scheme", owner.scheme),
@@ -595,6 +605,8 @@ class H1Ingress:
             # RFC 7540 §3.2: answer 101 and continue as HTTP/2, this request being stream 1.
             self._upgrade = (pseudo, http2_settings)
             return
+        if body and parser.should_upgrade():
+            self._declined_body = framing
         if not authority:
             self._reject(400, "HTTP/1.1 request without a Host header")
             raise httptools.HttpParserError("no host")
@@ -626,7 +638,7 @@ class H1Ingress:
         if self.current is None:
             self._begin(ex, keep_alive, te_trailers)
         else:
-            self.waiting.append((ex, keep_alive, te_trailers))
+            self.waiting.append((ex, keep_alive, te_trailers, grpc))
             self._pause_reading()
 
     def on_body(self, body: bytes) -> None:
@@ -640,6 +652,10 @@ class H1Ingress:
     def on_message_complete(self) -> None:
         if self._upgrade is not None:
             return
+        if self._body_only:
+            self._body_only = False
+        elif self._declined_body is not None:
+            return  # llhttp ends the message at the headers; its body follows (see _on_upgrade)
         ex = self._building
         self._building = None
         if ex is not None:
@@ -649,10 +665,11 @@ class H1Ingress:
         if pending is not None:
             self._pending_error = None
             error, grpc, keep_alive = pending
-            if self.current is None:
+            if self.current is None and not self.waiting:
                 self._write_error(error, grpc, keep_alive)
             else:
-                self._reject(error.status, error.message)
+                self.waiting.append((error, keep_alive, False, grpc))
+                self._pause_reading()
 
     # -- responses ---------------------------------------------------------------------------------
 
@@ -774,9 +791,11 @@ class H1Ingress:
             # The rest of the request body (if any) is unread: the connection cannot be reused.
             self._close()
             return
-        while self.waiting:
-            nxt, keep_alive, te_trailers = self.waiting.popleft()
-            if not nxt.done:
+        while self.waiting and not self.closing:
+            nxt, keep_alive, te_trailers, grpc = self.waiting.popleft()
+            if isinstance(nxt, ActivatorError):
+                self._write_error(nxt, grpc, keep_alive)
+            elif not nxt.done:
                 self._begin(nxt, keep_alive, te_trailers)
                 return
         if self._reading_paused:
@@ -796,11 +815,18 @@ class H1Ingress:
     def _on_upgrade(self, rest: bytes) -> None:
         upgrade = self._upgrade
         if upgrade is None:
-            # An Upgrade we do not speak (e.g. websocket): the request was forwarded without it;
-            # the connection cannot carry anything after it.
-            self.closing = True
-            self._keep_alive = False
-            self._pause_reading()
+            # An Upgrade we decline (a body, TLS, a protocol we do not speak): the request goes on as
+            # plain HTTP/1.1. llhttp stopped at its headers, so a fresh parser reads what follows:
+            # first the request's own body (behind a head that only carries its framing), then any
+            # pipelined requests.
+            self.parser = httptools.HttpRequestParser(self)
+            framing = self._declined_body
+            self._declined_body = None
+            if framing is not None:
+                self._body_only = True
+                rest = b"POST / HTTP/1.1\r\n" + framing + b"\r\n\r\n" + rest
+            if rest:
+                self.data_received(rest)
             return
         pseudo, settings = upgrade
         self._upgrade = None
@@ -864,12 +890,12 @@ class H1Ingress:
         self.current = None
         if ex is not None:
             ex.on_client_reset()
-        building = self._building
         self._building = None
-        if building is not None and building is not ex:
-            building.on_client_reset()
         while self.waiting:
-            self.waiting.popleft()[0].on_client_reset()
+            # Never dispatched: nothing to cancel and no accounting to undo.
+            item = self.waiting.popleft()[0]
+            if isinstance(item, Exchange):
+                item.done = True
 
     def shutdown(self) -> None:
         self.closing = True
