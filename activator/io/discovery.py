@@ -440,9 +440,15 @@ class KubernetesDiscovery:
                 text = (await response.aread())[:200].decode("utf-8", "replace")
                 raise KubernetesApiError(f"watch: HTTP {response.status_code}: {text}")
             self._streak.succeeded()
+            events = 0
             async for line in response.aiter_lines():
                 if line.strip():
+                    events += 1
                     self._event(_json_object(line.encode()))
+        if not events:
+            # Bookmarks come about every minute: a stream that ends empty is a server or proxy
+            # cutting watches short, and watching again at once would spin.
+            raise KubernetesApiError("the watch ended without any event")
 
     def _event(self, event: Mapping[str, Any]) -> None:
         kind = event.get("type")

@@ -471,3 +471,32 @@ def test_in_cluster_api_url() -> None:
 def test_services_without_discovery_get_none() -> None:
     config = parse_config("services:\n  - name: web\n    hosts: ['*']\n    endpoints: []\n")
     assert discovery_for(config.services[0], Recorder()) is None
+
+
+async def test_kubernetes_an_empty_watch_is_retried_from_the_same_version(
+    api: tuple[FakeApiServer, str], service_account: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    fake, url = api
+    fake.items["web-a"] = endpoint_slice("web-a", [("10.0.0.1", True)], ports=[{"port": 80}])
+    fake.version = "7"
+    fake.stream().put_nowait(None)  # ends at once, without a single event
+    last = fake.stream()
+    recorder = Recorder()
+    discovery = KubernetesDiscovery(
+        "web",
+        KubernetesDiscoveryConfig(service="web", namespace="apps"),
+        recorder,
+        api_url=url,
+        service_account_dir=service_account,
+        retry_wait=wait_fixed(0.01),
+    )
+    discovery.start()
+    try:
+        await wait_for(lambda: len(fake.watches) == 2, "the second watch")
+        assert [w["resourceVersion"] for w in fake.watches] == ["7", "7"]
+        assert len(fake.lists) == 1
+        assert recorder.calls == [("web", ["10.0.0.1:80"])]
+        assert any("without any event" in r.getMessage() for r in caplog.records)
+    finally:
+        await discovery.close()
+        last.put_nowait(None)
