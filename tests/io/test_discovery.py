@@ -251,15 +251,17 @@ def endpoint_slice(
 class FakeApiServer:
     """The EndpointSlice list and watch of a kube-apiserver, which cannot run here.
 
-    ``items``/``version`` answer the list; every watch request takes the next session from
-    ``sessions``: an HTTP status to answer with, or a queue of events streamed as chunked JSON
+    ``items``/``version`` answer the list; every watch request takes the next reply from
+    ``watch_replies``: an HTTP status to answer with, or a queue of events streamed as chunked JSON
     lines until None.
     """
 
     def __init__(self) -> None:
         self.items: dict[str, dict[str, Any]] = {}
         self.version = "1"
-        self.sessions: asyncio.Queue[int | asyncio.Queue[dict[str, Any] | None]] = asyncio.Queue()
+        self.watch_replies: asyncio.Queue[int | asyncio.Queue[dict[str, Any] | None]] = (
+            asyncio.Queue()
+        )
         self.lists: list[dict[str, str]] = []
         self.watches: list[dict[str, str]] = []
         self.unauthorized = 0
@@ -280,16 +282,16 @@ class FakeApiServer:
                 }
             )
         self.watches.append(params)
-        session = await self.sessions.get()
-        if isinstance(session, int):
-            return web.json_response({"kind": "Status", "code": session}, status=session)
-        self.open_streams.append(session)
+        reply = await self.watch_replies.get()
+        if isinstance(reply, int):
+            return web.json_response({"kind": "Status", "code": reply}, status=reply)
+        self.open_streams.append(reply)
         response = web.StreamResponse()
         response.enable_chunked_encoding()
         response.content_type = "application/json"
         await response.prepare(request)
         try:
-            while (event := await session.get()) is not None:
+            while (event := await reply.get()) is not None:
                 await response.write(json.dumps(event).encode() + b"\n")
             await response.write_eof()
         except ConnectionResetError:
@@ -298,7 +300,7 @@ class FakeApiServer:
 
     def stream(self) -> asyncio.Queue[dict[str, Any] | None]:
         events: asyncio.Queue[dict[str, Any] | None] = asyncio.Queue()
-        self.sessions.put_nowait(events)
+        self.watch_replies.put_nowait(events)
         return events
 
 
@@ -315,8 +317,8 @@ async def api() -> AsyncIterator[tuple[FakeApiServer, str]]:
     yield fake, f"http://127.0.0.1:{port}"
     for events in fake.open_streams:
         events.put_nowait(None)
-    for _ in range(3):  # watches still waiting for a session
-        fake.sessions.put_nowait(410)
+    for _ in range(3):  # watches still waiting for a reply
+        fake.watch_replies.put_nowait(410)
     await runner.cleanup()
 
 
@@ -386,7 +388,7 @@ async def test_kubernetes_pods_follow_the_watch_and_a_410_relists(
         # 410 Gone inside the stream: list again, then watch from the new list's version.
         fake.items = {"web-c": endpoint_slice("web-c", [("127.0.0.4", True)])}
         fake.version = "30"
-        fake.sessions.put_nowait(410)  # and once more as the watch's HTTP status
+        fake.watch_replies.put_nowait(410)  # and once more as the watch's HTTP status
         last_events = fake.stream()
         next_events.put_nowait({"type": "ERROR", "object": {"kind": "Status", "code": 410}})
         await wait_for(lambda: pods() == {"127.0.0.4:8012"}, "the relisted pods")
