@@ -76,8 +76,10 @@ class PodPool:
         self.h1_count = 0
         self.waiting: deque[Exchange] = deque()
         self.retired = False
-        # Streams the pod serves per connection before it sends GOAWAY (0 = no limit seen).
+        # Streams the pod serves per connection before it sends GOAWAY (0 = no limit seen), and the
+        # count the last graceful GOAWAY left off at.
         self.streams_per_connection = 0
+        self.last_goaway_count = 0
         # None until known; https pods pick by ALPN on their first connection.
         self.http2: bool | None = {"h2c": True, "http1": False}.get(settings.protocol)
 
@@ -170,9 +172,10 @@ class PodPool:
 
     def exchanges(self) -> list[Exchange]:
         """Exchanges running on this pod's connections (for the timeout sweep)."""
-        out: list[Exchange] = []
+        out: list[Exchange] = list(self.waiting)
         for conn in self.h2:
             out.extend(conn.streams.values())
+            out.extend(conn.pending)
         for h1 in self.h1_busy:
             if h1.exchange is not None:
                 out.append(h1.exchange)
@@ -393,8 +396,12 @@ class H2Upstream(H2Endpoint, asyncio.Protocol):
 
     def _stream_closed(self) -> None:
         if not self.streams and not self.pending:
-            if self.draining or self.pool.retired:
+            budget = self.pool.streams_per_connection
+            if self.draining or self.pool.retired or (budget and self.started >= budget):
+                # Done, or spent the pod's per-connection budget: a new connection serves next.
+                self.draining = True
                 self.close()
+                self.pool.discard(self)
             else:
                 self._arm_idle()
         self.pool.slot_freed()
@@ -531,10 +538,13 @@ class H2Upstream(H2Endpoint, asyncio.Protocol):
         self.pool.service.goaways_total += 1
         processed = (last_stream_id + 1) // 2  # client stream ids are odd: 1, 3, 5, ...
         if error_code == 0 and 0 < processed < self.started:
-            # A graceful GOAWAY that cut us short: the pod serves `processed` streams per
-            # connection. Later connections get no more than that, so streams are not sent only to
-            # be turned away.
-            self.pool.streams_per_connection = processed
+            # A graceful GOAWAY that cut us short. Twice in a row at the same count, it is the pod's
+            # per-connection limit (nginx keepalive_requests): later connections get no more than
+            # that, so streams are not sent only to be turned away. Once is a drain or a restart.
+            pool = self.pool
+            if pool.last_goaway_count == processed:
+                pool.streams_per_connection = processed
+            pool.last_goaway_count = processed
         # Streams above last_stream_id were not processed (RFC 9113 §6.8): replay them elsewhere.
         unprocessed = [sid for sid in self.streams if sid > last_stream_id]
         replay = []
