@@ -126,12 +126,7 @@ class AdminServer:
         name = request.match_info["name"]
         if name not in self.activator.services:
             return _error(404, f"no service named {name!r}")
-        raw = await request.read()
-        try:
-            body = json.loads(raw)
-        except (ValueError, UnicodeDecodeError) as exc:
-            return _error(400, f"body is not JSON: {exc}")
-        endpoints, problem = parse_endpoints_body(body)
+        endpoints, problem = await read_endpoints_body(request)
         if problem:
             return _error(400, problem)
         self.activator.set_endpoints(name, endpoints)
@@ -147,6 +142,15 @@ class AdminServer:
         if self.reporter is None:
             return _error(503, "reporting is not set up yet")
         return web.json_response(self.reporter.pull(request.query.get("consumer", "")))
+
+
+async def read_endpoints_body(request: web.Request) -> tuple[list[str], str]:
+    """The endpoints of a ``PUT .../endpoints`` request, or the reason the body is refused."""
+    try:
+        body = json.loads(await request.read())
+    except (ValueError, UnicodeDecodeError) as exc:
+        return [], f"body is not JSON: {exc}"
+    return parse_endpoints_body(body)
 
 
 def parse_endpoints_body(body: object) -> tuple[list[str], str]:

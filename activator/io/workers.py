@@ -60,7 +60,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 import activator
 from activator.config import AutoscalerConfig, Config, ServiceConfig, parse_hostport
-from activator.io.admin import parse_endpoints_body
+from activator.io.admin import read_endpoints_body
 from activator.io.reporter import (
     DEFAULT_POKE_INTERVAL,
     AutoscalerReporter,
@@ -981,12 +981,7 @@ class Supervisor:
         name = request.match_info["name"]
         if name not in self.endpoints:
             return _error(404, f"no service named {name!r}")
-        raw = await request.read()
-        try:
-            body = json.loads(raw)
-        except (ValueError, UnicodeDecodeError) as exc:
-            return _error(400, f"body is not JSON: {exc}")
-        endpoints, problem = parse_endpoints_body(body)
+        endpoints, problem = await read_endpoints_body(request)
         if problem:
             return _error(400, problem)
         # Kept first: a worker that is starting or restarting gets them when it is ready.
