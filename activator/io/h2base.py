@@ -5,6 +5,7 @@ sending that respects the peer's flow-control windows and our own transport's ba
 from __future__ import annotations
 
 import asyncio
+import importlib
 import struct
 from collections import deque
 from typing import TYPE_CHECKING, Any
@@ -30,6 +31,24 @@ _PRUNE_EVERY = 32
 _FRAME_HEADER = struct.Struct(">HBBBL")
 
 
+_FrameBufferBase: Any = importlib.import_module(h2.__name__ + ".frame_buffer").FrameBuffer
+
+
+class _FrameBuffer(_FrameBufferBase):  # type: ignore[misc]
+    """h2's frame reader, except that a SETTINGS ACK with a payload is FRAME_SIZE_ERROR (RFC 9113
+    §6.5), not the generic PROTOCOL_ERROR h2 reports for every malformed frame body."""
+
+    def __next__(self) -> Any:
+        try:
+            return super().__next__()
+        except h2.exceptions.ProtocolError as exc:
+            origin = exc.__cause__ or exc.__context__  # jh2 raises without "from"
+            cause = str(origin or "").lower()
+            if "settings" in cause and "ack" in cause and "payload" in cause:
+                raise h2.exceptions.FrameTooLargeError(str(origin)) from exc
+            raise
+
+
 class ProxyH2Connection(h2.connection.H2Connection):
     """h2's connection with two changes a proxy needs.
 
@@ -49,6 +68,19 @@ class ProxyH2Connection(h2.connection.H2Connection):
         super().__init__(config=config)
         self._out: list[bytes] = []
         self._prune_countdown = _PRUNE_EVERY
+        self.incoming_buffer = _FrameBuffer(server=not config.client_side)
+
+    def _receive_rst_stream_frame(self, frame: Any) -> tuple[list[Any], list[Any]]:
+        # RFC 9113 §6.4: RST_STREAM for an idle stream (never opened) is a connection error; h2
+        # ignores it once any stream was used.
+        stream_id = frame.stream_id
+        if stream_id not in self.streams:
+            ours = (stream_id % 2 == 1) == self.config.client_side
+            highest = self.highest_outbound_stream_id if ours else self.highest_inbound_stream_id
+            if stream_id > (highest or 0):
+                raise h2.exceptions.ProtocolError(f"RST_STREAM on idle stream {stream_id}")
+        frames, events = super()._receive_rst_stream_frame(frame)
+        return frames, events
 
     # h2 counts open streams by walking every stream it holds, at each new stream, to enforce
     # SETTINGS_MAX_CONCURRENT_STREAMS - and prunes closed ones on the way. The activator enforces
