@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -513,6 +514,59 @@ def test_requests_are_routed_by_host_and_unknown_hosts_get_404(
             assert text == body
         else:
             assert "no service" in text
+
+
+def test_http11_pipelined_unknown_host_answered_in_order(
+    routed: tuple[ActivatorProcess, Any],
+) -> None:
+    activator, _pods = routed
+    sock, reader = http1_connection(activator.port)
+    with sock, reader:
+        sock.sendall(
+            b"GET /delay/200 HTTP/1.1\r\nHost: alpha.test\r\n\r\n"
+            b"GET / HTTP/1.1\r\nHost: unknown.test\r\n\r\n"
+            b"GET /bytes/3 HTTP/1.1\r\nHost: alpha.test\r\n\r\n"
+        )
+        responses = []
+        for _ in range(3):  # until EOF: the activator may close after the 404
+            try:
+                responses.append(read_http1_response(reader))
+            except EOFError:
+                break
+    statuses = [r.status for r in responses]
+    # RFC 9112 §9.3.2: responses in request order, the in-flight one first.
+    assert statuses[:2] == [200, 404], [(r.status, r.body[:60]) for r in responses]
+    assert responses[0].body == b"delayed 200 ms\n"
+    if responses[1].header("connection") != "close":
+        assert statuses == [200, 404, 200]
+        assert len(responses[2].body) == 3
+
+
+def test_http11_client_leaving_with_pipelined_requests_waiting(
+    demo_pods: Any, activator_proc: Any
+) -> None:
+    (pod,) = demo_pods(PodBehaviour(name="p"))
+    activator = activator_proc(pod)
+    for _ in range(3):
+        sock, reader = http1_connection(activator.port)
+        with sock, reader:
+            sock.sendall(
+                b"GET /delay/300 HTTP/1.1\r\nHost: a.test\r\n\r\n"
+                b"GET / HTTP/1.1\r\nHost: a.test\r\n\r\n"
+                b"GET /bytes/3 HTTP/1.1\r\nHost: a.test\r\n\r\n"
+            )
+            # Leave while the first is in flight and the other two wait their turn.
+            deadline = time.monotonic() + 10
+            while activator.services()[0]["concurrency"]["http1_connections"] < 1:
+                assert time.monotonic() < deadline, "the first request never started"
+                time.sleep(0.01)
+    deadline = time.monotonic() + 10
+    while activator.services()[0]["concurrency"]["total"] != 0:
+        assert time.monotonic() < deadline, activator.services()[0]["concurrency"]
+        time.sleep(0.02)
+    assert curl("--http1.1", activator.url + "/").stdout == b"hello from p\n"
+    stderr = activator.stderr_text()
+    assert "Traceback" not in stderr, stderr[-3000:]
 
 
 # -- upgrade and expectations ------------------------------------------------------------------------
