@@ -516,6 +516,8 @@ class _Sniffer(_Connection):
         self.pod.stats.connections_total += 1
 
     def data_received(self, data: bytes) -> None:
+        if self.closing:
+            return  # told to go away before the client said which protocol: nothing more is served
         buffer = self._buffer + data
         seen = min(len(buffer), len(_PREFACE))
         connection: _Connection
