@@ -64,6 +64,25 @@ class ProxyH2Connection(h2.connection.H2Connection):
     once its streams are done.
     """
 
+    @classmethod
+    def for_side(cls, *, client_side: bool) -> ProxyH2Connection:
+        """A connection to a pod (``client_side``) or from a client, configured the same way.
+
+        What we receive is validated on both sides: client headers against request smuggling
+        (RFC 9113 §8.2), pod headers because they reach clients that may speak HTTP/1.1. What we
+        send is built from that validated input, so h2's outbound checks would only repeat them.
+        """
+        return cls(
+            h2.config.H2Configuration(
+                client_side=client_side,
+                header_encoding=None,
+                validate_inbound_headers=True,
+                normalize_inbound_headers=True,
+                validate_outbound_headers=False,
+                normalize_outbound_headers=False,
+            )
+        )
+
     def __init__(self, config: h2.config.H2Configuration) -> None:
         super().__init__(config=config)
         self._out: list[bytes] = []

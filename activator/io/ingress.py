@@ -215,18 +215,7 @@ class H2Ingress(H2Endpoint):
         self.transport = owner.transport
         settings = owner.settings
         self.settings = settings
-        self.conn: ProxyH2Connection = ProxyH2Connection(
-            config=h2.config.H2Configuration(
-                client_side=False,
-                header_encoding=None,
-                # Client headers stay validated (request smuggling, RFC 9113 §8.2); our own output is
-                # built from validated input.
-                validate_inbound_headers=True,
-                normalize_inbound_headers=True,
-                validate_outbound_headers=False,
-                normalize_outbound_headers=False,
-            )
-        )
+        self.conn = ProxyH2Connection.for_side(client_side=False)
         self.conn.local_settings = h2.settings.Settings(
             client=False,
             initial_values={

@@ -188,16 +188,7 @@ class H2Upstream(H2Endpoint, asyncio.Protocol):
     def __init__(self, pool: PodPool) -> None:
         super().__init__(pool.loop, pool.settings.stream_window)
         self.pool = pool
-        self.conn: ProxyH2Connection = ProxyH2Connection(
-            config=h2.config.H2Configuration(
-                client_side=True,
-                header_encoding=None,
-                # Our own output is built from headers already validated at ingress.
-                validate_outbound_headers=False,
-                normalize_outbound_headers=False,
-                validate_inbound_headers=True,
-            )
-        )
+        self.conn = ProxyH2Connection.for_side(client_side=True)
         self.pending: list[Exchange] = []
         self.streams: dict[int, Exchange] = {}
         self.connected = False
