@@ -13,7 +13,6 @@ import logging
 import ssl
 from collections import deque
 from dataclasses import dataclass
-from http import HTTPStatus
 from typing import TYPE_CHECKING, cast
 
 import httptools
@@ -379,12 +378,6 @@ class H2Upstream(H2Endpoint, asyncio.Protocol):
         elif ex in self.pending:
             self.pending.remove(ex)
 
-    def detach(self, ex: Exchange) -> None:
-        sid = ex.up_stream
-        if self.streams.pop(sid, None) is not None:
-            self.drop_blocked(sid)
-            self._stream_closed()
-
     def _stream_closed(self) -> None:
         if not self.streams and not self.pending:
             budget = self.pool.streams_per_connection
@@ -696,9 +689,6 @@ class H1Upstream(asyncio.Protocol):
             self.exchange = None
             self.close()
 
-    def detach(self, ex: Exchange) -> None:
-        self.cancel(ex)
-
     def close(self) -> None:
         self.closed = True
         if self.transport is not None:
@@ -796,10 +786,3 @@ def _set_nodelay(sock: object) -> None:
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)  # type: ignore[attr-defined]
     except OSError:
         pass
-
-
-def reason_phrase(status: int) -> bytes:
-    try:
-        return HTTPStatus(status).phrase.encode()
-    except ValueError:
-        return b""
