@@ -582,11 +582,21 @@ class H1Ingress:
             elif name == b"transfer-encoding":
                 body = True
                 framing = b"transfer-encoding: chunked"
+        path = self._url
+        if path[:1] != b"/" and path != b"*":
+            # RFC 9112 §3.2.2: absolute-form - its authority replaces Host (routing follows it), and
+            # the pod gets origin-form, the only form an HTTP/2 :path may take (RFC 9113 §8.3.1).
+            scheme_end = path.find(b"://")
+            if scheme_end > 0:
+                rest = path[scheme_end + 3 :]
+                slash = rest.find(b"/")
+                authority = rest if slash < 0 else rest[:slash]
+                path = b"/" if slash < 0 else rest[slash:]
         pseudo: HeaderList = [
             (b":method", method),
             (b":scheme", owner.scheme),
             (b":authority", authority),
-            (b":path", self._url),
+            (b":path", path),
         ]
         # Hop-by-hop fields, and those the Connection header names, are dropped by forward_request.
         pseudo.extend((n, v) for n, v in headers if n != b"expect" and n != b"host")
