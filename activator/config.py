@@ -323,11 +323,10 @@ _DURATION_UNITS: Final[dict[str, float]] = {"ms": 0.001, "s": 1.0, "m": 60.0, "h
 _DURATION_RE: Final = re.compile(r"(?:\d+(?:\.\d+)?(?:ms|s|m|h))+")
 _DURATION_PART_RE: Final = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h)")
 _NUMBER_RE: Final = re.compile(r"\d+(?:\.\d+)?")
-_SERVICE_NAME_RE: Final = re.compile(r"[a-z0-9](?:[-a-z0-9]*[a-z0-9])?")
+# Service, namespace and port names. A Service port name is a DNS label too; EndpointSlice ports
+# may be unnamed (""), which "port: null" (the only port) covers.
+_DNS_LABEL_RE: Final = re.compile(r"[a-z0-9](?:[-a-z0-9]*[a-z0-9])?")
 _HOST_LABEL_RE: Final = re.compile(r"[A-Za-z0-9_](?:[A-Za-z0-9_-]*[A-Za-z0-9_])?")
-# A Service port name is a DNS label; EndpointSlice ports may be unnamed (""), which "port: null"
-# (the only port) covers.
-_PORT_NAME_RE: Final = re.compile(r"[a-z0-9](?:[-a-z0-9]*[a-z0-9])?")
 
 
 def parse_size(value: int | float | str) -> int:
@@ -893,13 +892,17 @@ class _Parser:
         return KubernetesDiscoveryConfig(service=service, namespace=namespace, port=port)
 
     def kubernetes_name(self, node: Node, path: str) -> str:
-        """A Service or namespace name: a DNS label (RFC 1123 section 2.1, as Kubernetes uses)."""
+        """A Service or namespace name."""
+        return self.dns_label(node, path, "name")
+
+    def dns_label(self, node: Node, path: str, what: str) -> str:
+        """A lowercase DNS label (RFC 1123 section 2.1, as Kubernetes names use)."""
         name = self.string(node, path)
-        if len(name) > 63 or not _SERVICE_NAME_RE.fullmatch(name):
+        if len(name) > 63 or not _DNS_LABEL_RE.fullmatch(name):
             self.fail(
                 node,
                 path,
-                f'invalid name "{name}": use lowercase letters, digits and "-", '
+                f'invalid {what} "{name}": use lowercase letters, digits and "-", '
                 "starting and ending with a letter or digit, at most 63 characters",
             )
         return name
@@ -909,7 +912,7 @@ class _Parser:
         value = self.scalar(node, path)
         if isinstance(value, int) and not isinstance(value, bool):
             return self.integer(node, path, minimum=1, maximum=65535)
-        if isinstance(value, str) and _PORT_NAME_RE.fullmatch(value):
+        if isinstance(value, str) and _DNS_LABEL_RE.fullmatch(value):
             return value
         self.fail(
             node,
@@ -918,15 +921,7 @@ class _Parser:
         )
 
     def service_name(self, node: Node, path: str) -> str:
-        name = self.string(node, path)
-        if len(name) > 63 or not _SERVICE_NAME_RE.fullmatch(name):
-            self.fail(
-                node,
-                path,
-                f'invalid service name "{name}": use lowercase letters, digits and "-", '
-                "starting and ending with a letter or digit, at most 63 characters",
-            )
-        return name
+        return self.dns_label(node, path, "service name")
 
     def hosts(self, node: Node, path: str) -> tuple[str, ...]:
         items = self.sequence(node, path)
