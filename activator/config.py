@@ -706,14 +706,8 @@ class _Parser:
         def positive_size(node: Node, path: str) -> int:
             return self.size(node, path, minimum=1)
 
-        def any_size(node: Node, path: str) -> int:
-            return self.size(node, path, minimum=0)
-
         def streams(node: Node, path: str) -> int:
             return self.integer(node, path, minimum=1, maximum=_MAX_STREAMS)
-
-        def count(node: Node, path: str) -> int:
-            return self.integer(node, path, minimum=0)
 
         return LimitsConfig(
             max_header_bytes=self.section(
@@ -723,9 +717,11 @@ class _Parser:
                 entries, "max_concurrent_streams", path, streams, defaults.max_concurrent_streams
             ),
             replay_buffer=self.section(
-                entries, "replay_buffer", path, any_size, defaults.replay_buffer
+                entries, "replay_buffer", path, self.any_size, defaults.replay_buffer
             ),
-            max_replays=self.section(entries, "max_replays", path, count, defaults.max_replays),
+            max_replays=self.section(
+                entries, "max_replays", path, self.count, defaults.max_replays
+            ),
         )
 
     def autoscaler(self, node: Node, path: str) -> AutoscalerConfig:
@@ -752,6 +748,12 @@ class _Parser:
         if port == 0:
             self.fail(node, path, f'URL "{url}" has port 0')
         return url
+
+    def count(self, node: Node, path: str) -> int:
+        return self.integer(node, path, minimum=0)
+
+    def any_size(self, node: Node, path: str) -> int:
+        return self.size(node, path, minimum=0)
 
     def positive_duration(self, node: Node, path: str) -> float:
         return self.duration(node, path, positive=True)
@@ -829,11 +831,7 @@ class _Parser:
         )
         no_endpoints: tuple[str, ...] = ()
         endpoints = self.section(entries, "endpoints", path, self.endpoints, no_endpoints)
-
-        def concurrency(node: Node, path: str) -> int:
-            return self.integer(node, path, minimum=0)
-
-        container_concurrency = self.section(entries, "container_concurrency", path, concurrency, 0)
+        container_concurrency = self.section(entries, "container_concurrency", path, self.count, 0)
         queue = self.section(entries, "queue", path, self.queue, QueueConfig())
         probe = self.section(entries, "probe", path, self.probe, None)
         timeouts = self.section(entries, "timeouts", path, self.timeouts, TimeoutsConfig())
@@ -961,18 +959,11 @@ class _Parser:
     def queue(self, node: Node, path: str) -> QueueConfig:
         entries = self.mapping(node, path, ("max_requests", "max_bytes", "timeout"))
         defaults = QueueConfig()
-
-        def requests(node: Node, path: str) -> int:
-            return self.integer(node, path, minimum=0)
-
-        def nbytes(node: Node, path: str) -> int:
-            return self.size(node, path, minimum=0)
-
         return QueueConfig(
             max_requests=self.section(
-                entries, "max_requests", path, requests, defaults.max_requests
+                entries, "max_requests", path, self.count, defaults.max_requests
             ),
-            max_bytes=self.section(entries, "max_bytes", path, nbytes, defaults.max_bytes),
+            max_bytes=self.section(entries, "max_bytes", path, self.any_size, defaults.max_bytes),
             timeout=self.section(
                 entries, "timeout", path, self.positive_duration, defaults.timeout
             ),
