@@ -771,7 +771,9 @@ class _Parser:
         for index, item in enumerate(items):
             item_path = f"{path}[{index}]"
             service = self.service(item, item_path)
-            name_node = self.mapping(item, item_path, _SERVICE_KEYS)["name"][1]
+            # Already validated by service(): read again only for the lines of name and hosts.
+            entries = self.mapping(item, item_path, _SERVICE_KEYS)
+            name_node = entries["name"][1]
             if service.name in names:
                 first_index, first_line = names[service.name]
                 self.fail(
@@ -781,7 +783,7 @@ class _Parser:
                     f"(also {path}[{first_index}] on line {first_line})",
                 )
             names[service.name] = (index, _line(name_node))
-            self.claim_hosts(item, item_path, service.name, claimed)
+            self.claim_hosts(entries["hosts"][1], item_path, service.name, claimed)
             services.append(service)
         # Same normalization as HostRouter; building one confirms the routes are consistent.
         try:
@@ -792,12 +794,11 @@ class _Parser:
 
     def claim_hosts(
         self,
-        item: Node,
+        hosts_node: Node,
         item_path: str,
         name: str,
         claimed: dict[str, tuple[str, str, int]],
     ) -> None:
-        hosts_node = self.mapping(item, item_path, _SERVICE_KEYS)["hosts"][1]
         for index, host_node in enumerate(self.sequence(hosts_node, f"{item_path}.hosts")):
             host_path = f"{item_path}.hosts[{index}]"
             pattern = self.string(host_node, host_path)
