@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import logging
 import os
 import sys
@@ -42,8 +43,6 @@ def build_config(args: argparse.Namespace) -> Config:
         if args.admin:
             replace["admin"] = args.admin
         if replace:
-            import dataclasses
-
             config = dataclasses.replace(config, **replace)
         if args.upstream:
             raise ConfigError("--upstream cannot be combined with --config", source="--upstream")
@@ -56,8 +55,6 @@ def build_config(args: argparse.Namespace) -> Config:
     if args.tls_listen:
         if not (args.tls_cert and args.tls_key):
             raise ConfigError("--tls-listen needs --tls-cert and --tls-key", source="--tls-listen")
-        import dataclasses
-
         config = dataclasses.replace(
             config, tls=TLSConfig(listen=args.tls_listen, cert=args.tls_cert, key=args.tls_key)
         )
