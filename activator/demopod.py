@@ -1580,15 +1580,19 @@ def _delay_handler(milliseconds: int) -> Callable[[_Exchange], Awaitable[None]]:
     return run
 
 
+async def _write_fill(exchange: _Exchange, count: int) -> None:
+    """Write ``count`` bytes of the repeating 0x00..0xff pattern, one chunk at a time."""
+    remaining = count
+    while remaining > 0:
+        size = min(remaining, _CHUNK_SIZE)
+        await exchange.write(_FILL[:size])
+        remaining -= size
+
+
 def _bytes_handler(count: int) -> Callable[[_Exchange], Awaitable[None]]:
     async def run(exchange: _Exchange) -> None:
         exchange.send_headers(200, [(b"content-type", _OCTETS)], count)
-        remaining = count
-        while remaining >= _CHUNK_SIZE:
-            await exchange.write(_FILL)
-            remaining -= _CHUNK_SIZE
-        if remaining:
-            await exchange.write(_FILL[:remaining])
+        await _write_fill(exchange, count)
         exchange.finish()
 
     return run
@@ -1609,11 +1613,7 @@ def _stream_chunks(count: int, interval_ms: int) -> Callable[[_Exchange], Awaita
 def _reset_after(count: int) -> Callable[[_Exchange], Awaitable[None]]:
     async def run(exchange: _Exchange) -> None:
         exchange.send_headers(200, [(b"content-type", _OCTETS)], None)
-        remaining = count
-        while remaining > 0:
-            size = min(remaining, _CHUNK_SIZE)
-            await exchange.write(_FILL[:size])
-            remaining -= size
+        await _write_fill(exchange, count)
         await exchange.abort()
 
     return run
