@@ -59,7 +59,13 @@ from prometheus_client.exposition import choose_encoder
 from prometheus_client.parser import text_string_to_metric_families
 
 import activator
-from activator.config import AutoscalerConfig, Config, ServiceConfig, parse_hostport
+from activator.config import (
+    AutoscalerConfig,
+    Config,
+    ServiceConfig,
+    format_hostport,
+    parse_hostport,
+)
 from activator.io.admin import read_endpoints_body
 from activator.io.reporter import (
     DEFAULT_POKE_INTERVAL,
@@ -1092,7 +1098,7 @@ def _with_fixed_ports(config: Config) -> Config:
         with socket.socket(family, socket.SOCK_STREAM) as probe:
             probe.bind((host, 0))
             chosen = int(probe.getsockname()[1])
-        return f"[{host}]:{chosen}" if ":" in host else f"{host}:{chosen}"
+        return format_hostport(host, chosen)
 
     config = dataclasses.replace(config, listen=fixed(config.listen))
     if config.tls is not None:
