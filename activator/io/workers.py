@@ -739,11 +739,9 @@ class Supervisor:
         """Give back the slots a dead worker held and wake whoever waits for them."""
         if self._table is None:
             return
+        wakers = Wakers([write_end for _, write_end in self._wake_pipes])
         for other in self._table.forget_worker(handle.index):
-            try:
-                os.write(self._wake_pipes[other][1], b"\x01")
-            except (BlockingIOError, BrokenPipeError):
-                pass
+            wakers.wake(other)
 
     async def _spawn(self, handle: WorkerHandle) -> asyncio.subprocess.Process:
         assert self._table is not None
