@@ -27,6 +27,7 @@ from support import (
     read_http1_response,
     require_tool,
     run,
+    stream_outcomes,
 )
 
 from activator.demopod import PodBehaviour
@@ -465,7 +466,7 @@ def test_large_body_on_a_fresh_upstream_connection_arrives_whole(
         *flags, "--data-binary", f"@{body}", "-w", "\n%{http_code}", activator.url + "/echo"
     )
     echoed, _, status = result.stdout.rpartition(b"\n")
-    received = [e["body_bytes"] for e in pod.stats()["log"] if e["path"] == "/echo"]
+    received = [e["body_bytes"] for e in stream_outcomes(pod.stats()["log"], "/echo")]
     assert received == [200_000], f"pod received {received} bytes of 200000; client got {status!r}"
     assert result.returncode == 0, result.stderr
     assert status == b"200"

@@ -19,6 +19,7 @@ from support import (
     curl,
     http1_connection,
     read_http1_response,
+    stream_outcomes,
 )
 
 from activator.demopod import PodBehaviour
@@ -39,7 +40,7 @@ def _poll(predicate: Any, *, timeout: float = 10.0, what: str = "condition") -> 
 
 
 def _log_entries(pod: Any, path: str) -> list[dict[str, Any]]:
-    return [e for e in pod.stats()["log"] if e["path"] == path]
+    return stream_outcomes(pod.stats()["log"], path)
 
 
 def _in_flight(pod: Any) -> bool:
