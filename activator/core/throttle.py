@@ -434,9 +434,8 @@ class ServiceThrottle(Generic[T]):
 
     def queued_age(self, now: float) -> float:
         """Seconds the oldest waiting ticket has waited; 0.0 when none waits."""
-        if not self._queue:
-            return 0.0
-        return max(0.0, now - next(iter(self._queue.values())).enqueued_at)
+        oldest = self.oldest_queued_at
+        return 0.0 if oldest is None else max(0.0, now - oldest)
 
     # -- internals ------------------------------------------------------------------------
 
