@@ -124,7 +124,6 @@ class WorkerSpec:
         layout: The shared slot table.
         wake_fds: Write ends of every worker's wake-up pipe, by index.
         wake_read_fd: Read end of this worker's wake-up pipe.
-        poke_interval: Shortest time between two pokes for one service.
     """
 
     index: int
@@ -135,7 +134,6 @@ class WorkerSpec:
     layout: SlotLayout
     wake_fds: tuple[int, ...]
     wake_read_fd: int
-    poke_interval: float = DEFAULT_POKE_INTERVAL
 
 
 def _setup_logging(level: str, who: str) -> None:
