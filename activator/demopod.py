@@ -45,6 +45,8 @@ import h2.exceptions
 import h2.settings
 import httptools
 
+from activator.config import parse_hostport
+
 __all__ = [
     "DemoPod",
     "PodBehaviour",
@@ -1624,10 +1626,10 @@ def _reset_after(count: int) -> Callable[[_Exchange], Awaitable[None]]:
 
 
 def _parse_listen(value: str) -> tuple[str, int]:
-    host, sep, port = value.rpartition(":")
-    if not sep or not port.isdigit():
-        raise argparse.ArgumentTypeError(f"expected HOST:PORT, got {value!r}")
-    return host.strip("[]") or "127.0.0.1", int(port)
+    try:
+        return parse_hostport(value)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def _argument_parser() -> argparse.ArgumentParser:
