@@ -31,6 +31,7 @@ __all__ = [
     "ActivatorMetrics",
     "ReportingCounters",
     "protocol_label",
+    "reporting_families",
 ]
 
 # Request durations: sub-millisecond proxying up to long cold starts and streaming calls.
@@ -191,19 +192,8 @@ class _Families:
             "too many replays) and failed, by reason.",
             labels=["service", "reason"],
         )
-        self.reports = CounterMetricFamily(
-            "activator_autoscaler_reports",
-            "Concurrency reports pushed to the autoscaler, by result: sent, failed (attempts) "
-            "and dropped (reports given up on).",
-            labels=["result"],
-        )
-        self.pokes = CounterMetricFamily(
-            "activator_autoscaler_pokes",
-            "Immediate reports triggered by queued requests (scale from zero, growing queue).",
-            labels=[],
-        )
 
-    def all(self) -> list[Metric]:
+    def all(self, reporting: ReportingCounters | None) -> list[Metric]:
         return [
             self.in_flight,
             self.queue_depth,
@@ -215,9 +205,29 @@ class _Families:
             self.goaways,
             self.replays,
             self.replay_failures,
-            self.reports,
-            self.pokes,
+            *reporting_families(reporting),
         ]
+
+
+def reporting_families(counters: ReportingCounters | None) -> list[Metric]:
+    """The autoscaler report counters as metric families (no samples when nothing reports)."""
+    reports = CounterMetricFamily(
+        "activator_autoscaler_reports",
+        "Concurrency reports pushed to the autoscaler, by result: sent, failed (attempts) "
+        "and dropped (reports given up on).",
+        labels=["result"],
+    )
+    pokes = CounterMetricFamily(
+        "activator_autoscaler_pokes",
+        "Immediate reports triggered by queued requests (scale from zero, growing queue).",
+        labels=[],
+    )
+    if counters is not None:
+        reports.add_metric(["sent"], counters.sent)
+        reports.add_metric(["failed"], counters.failed)
+        reports.add_metric(["dropped"], counters.dropped)
+        pokes.add_metric([], counters.pokes)
+    return [reports, pokes]
 
 
 class _LevelsCollector:
@@ -231,7 +241,7 @@ class _LevelsCollector:
 
     def describe(self) -> list[Metric]:
         # Names only, for the registry's duplicate check; no service is read.
-        return _Families().all()
+        return _Families().all(None)
 
     def collect(self) -> list[Metric]:
         families = _Families()
@@ -255,13 +265,7 @@ class _LevelsCollector:
                 families.replays.add_metric([name, reason], count)
             for reason, count in sorted(runtime.replay_failures.items()):
                 families.replay_failures.add_metric([name, reason], count)
-        counters = self._reporting()
-        if counters is not None:
-            families.reports.add_metric(["sent"], counters.sent)
-            families.reports.add_metric(["failed"], counters.failed)
-            families.reports.add_metric(["dropped"], counters.dropped)
-            families.pokes.add_metric([], counters.pokes)
-        return families.all()
+        return families.all(self._reporting())
 
 
 class ActivatorMetrics:

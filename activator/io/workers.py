@@ -67,6 +67,7 @@ from activator.config import (
     parse_hostport,
 )
 from activator.io.admin import read_endpoints_body
+from activator.io.metrics import reporting_families
 from activator.io.reporter import (
     DEFAULT_POKE_INTERVAL,
     AutoscalerReporter,
@@ -1014,23 +1015,7 @@ class Supervisor:
 
     def _own_metrics(self) -> str:
         """The supervisor's own series: autoscaler reports, workers up and restarts."""
-        reports = CounterMetricFamily(
-            "activator_autoscaler_reports",
-            "Concurrency reports pushed to the autoscaler, by result: sent, failed (attempts) "
-            "and dropped (reports given up on).",
-            labels=["result"],
-        )
-        pokes = CounterMetricFamily(
-            "activator_autoscaler_pokes",
-            "Immediate reports triggered by queued requests (scale from zero, growing queue).",
-            labels=[],
-        )
-        if self._reporter is not None:
-            counters = self._reporter.counters
-            reports.add_metric(["sent"], counters.sent)
-            reports.add_metric(["failed"], counters.failed)
-            reports.add_metric(["dropped"], counters.dropped)
-            pokes.add_metric([], counters.pokes)
+        counters = self._reporter.counters if self._reporter is not None else None
         up = GaugeMetricFamily("activator_workers_up", "Worker processes serving now.", labels=[])
         up.add_metric([], len(self.up_workers()))
         restarts = CounterMetricFamily(
@@ -1040,7 +1025,7 @@ class Supervisor:
         )
         restarts.add_metric([], sum(handle.restarts for handle in self.handles))
         registry = CollectorRegistry(auto_describe=False)
-        registry.register(_Families([reports, pokes, up, restarts]))
+        registry.register(_Families([*reporting_families(counters), up, restarts]))
         return generate_latest(registry).decode()
 
     async def _concurrency(self, request: web.Request) -> web.Response:
