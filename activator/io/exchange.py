@@ -52,7 +52,6 @@ class Exchange:
         "activity",
         "activity_seen",
         "client",
-        "client_ack_pending",
         "client_stream",
         "connect_failures",
         "done",
@@ -109,7 +108,6 @@ class Exchange:
         self.replay_bytes = 0
         # Chunks past the replay buffer not yet handed to a pod: (data, flow-control bytes to ack).
         self.pending: deque[tuple[bytes, int]] | None = None
-        self.client_ack_pending = 0
         self.pod: PodState | None = None
         self.up: UpstreamSide | None = None
         self.up_stream = 0
@@ -155,17 +153,20 @@ class Exchange:
             self.replay = None
             if self.up is None and replay:
                 self.pending = deque((chunk, 0) for chunk in replay)
-        if self.up is not None and self.pending is None:
+        if self.up is not None:
             self.up.send_data(self, data, flow_len, False)
         else:
             if self.pending is None:
                 self.pending = deque()
             self.pending.append((data, flow_len))
 
+    # While a pod stream is attached, ``pending`` is always None (attach drains it and later chunks
+    # go straight up), so ``up`` alone says whether to send now or leave it to ``attach``.
+
     def on_request_trailers(self, trailers: HeaderList) -> None:
         self.request_trailers = trailers
         self.request_ended = True
-        if self.up is not None and self.pending is None:
+        if self.up is not None:
             self.up_sent_end = True
             self.up.send_trailers(self, trailers)
 
@@ -173,7 +174,7 @@ class Exchange:
         if self.request_ended:
             return
         self.request_ended = True
-        if self.up is not None and self.pending is None:
+        if self.up is not None:
             self.up_sent_end = True
             self.up.send_data(self, b"", 0, True)
 
@@ -191,11 +192,15 @@ class Exchange:
 
     # -- placement ---------------------------------------------------------------------------------
 
-    def attach(self, up: UpstreamSide, stream_id: int) -> None:
-        """Called by an upstream connection once it opened a stream for this exchange (headers sent)."""
+    def attach(self, up: UpstreamSide, stream_id: int, *, headers_ended: bool) -> None:
+        """Called by an upstream connection once it opened a stream for this exchange (headers sent,
+        with END_STREAM when ``headers_ended``: see :attr:`body_in_headers`); sends what the client
+        already gave and follows on from there."""
         self.up = up
         self.up_stream = stream_id
-        self.up_sent_end = False
+        self.up_sent_end = headers_ended
+        if headers_ended:
+            return
         if self.replay:
             for chunk in self.replay:
                 up.send_data(self, chunk, 0, False)

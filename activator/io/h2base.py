@@ -8,7 +8,7 @@ import asyncio
 import importlib
 import struct
 from collections import deque
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from activator.io.h2lib import h2
 
@@ -50,7 +50,7 @@ class _FrameBuffer(_FrameBufferBase):  # type: ignore[misc]
 
 
 class ProxyH2Connection(h2.connection.H2Connection):
-    """h2's connection with two changes a proxy needs.
+    """h2's connection with the changes a proxy needs.
 
     Output as a list of buffers: h2 serializes every frame into one growing bytearray and copies it
     again in ``data_to_send``; a proxy moving large bodies pays that per byte. Here a DATA frame
@@ -62,6 +62,10 @@ class ProxyH2Connection(h2.connection.H2Connection):
     output, and then rejects the responses (or request bodies) still owed. We keep it open and
     enforce the rest ourselves: a connection that received GOAWAY starts no new stream and closes
     once its streams are done.
+
+    Stream limits are enforced by the activator (see ``_counted_open_streams``), and two RFC 9113
+    answers h2 gets wrong are mended: RST_STREAM on an idle stream (§6.4) and a SETTINGS ACK with a
+    payload (§6.5, in ``_FrameBuffer``).
     """
 
     @classmethod
@@ -195,10 +199,8 @@ class H2Endpoint:
 
     # -- flow-control credit ----------------------------------------------------------------------
 
-    def received(self, nbytes: int) -> None:
-        """DATA arrived: its connection-level credit is the peer's again (sent in batches)."""
-        self._connection_credit += nbytes
-
+    # Callers add each DATA frame's flow-controlled length to ``_connection_credit`` as it arrives
+    # (inline: it runs per frame) and call this at the end of the read.
     def return_connection_credit(self) -> None:
         """End of a read: send one connection WINDOW_UPDATE if enough credit piled up."""
         credit = self._connection_credit
@@ -223,9 +225,6 @@ class H2Endpoint:
         except h2.exceptions.ProtocolError:  # the stream closed meanwhile: nothing owed
             return
         self.schedule_flush()
-
-    def forget_credit(self, stream_id: int) -> None:
-        self._stream_credit.pop(stream_id, None)
 
     # -- writing -----------------------------------------------------------------------------------
 
@@ -288,7 +287,7 @@ class H2Endpoint:
         if type(data) is list:
             conn.send_headers(stream_id, data, end_stream=True)
             return None
-        assert isinstance(data, bytes)
+        data = cast(bytes, data)  # a body piece (no runtime check: this runs per frame)
         size = len(data)
         if size == 0:
             if end_stream:
@@ -326,7 +325,7 @@ class H2Endpoint:
                 ex, data, ack_len, end_stream = queue[0]
                 try:
                     rest = self._send_some(sid, ex, data, ack_len, end_stream)
-                except h2.exceptions.StreamClosedError:
+                except h2.exceptions.ProtocolError:  # the stream (or connection) is gone
                     queue.clear()
                     break
                 if rest is not None:

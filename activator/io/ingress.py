@@ -21,6 +21,7 @@ from activator.core.headers import (
     HeaderList,
     error_response,
     forward_request,
+    header_list_size,
     is_grpc,
     malformed_field,
 )
@@ -179,16 +180,13 @@ class IngressProtocol(asyncio.Protocol):
         return self.handler is not None and self.handler.busy
 
 
-def _parse_request(
-    headers: HeaderList,
-) -> tuple[bytes, bytes, bytes, bool, bool]:
-    """(authority, method, scheme, grpc, expect_continue) of a request header list."""
+def _parse_request(headers: HeaderList) -> tuple[bytes, bytes, bytes, bool]:
+    """(authority, method, scheme, grpc) of an HTTP/2 request header list."""
     authority = b""
     host = b""
     method = b""
     scheme = b""
     grpc = False
-    expect = False
     for name, value in headers:
         if name[:1] == b":":
             if name == b":authority":
@@ -201,9 +199,7 @@ def _parse_request(
             host = value
         elif name == b"content-type":
             grpc = is_grpc(value)
-        elif name == b"expect":
-            expect = value.lower() == b"100-continue"
-    return authority or host, method, scheme, grpc, expect
+    return authority or host, method, scheme, grpc
 
 
 class H2Ingress(H2Endpoint):
@@ -317,10 +313,8 @@ class H2Ingress(H2Endpoint):
             log.info("client %s sent a malformed request: %s", owner.client_ip.decode(), problem)
             self.reset_stream(stream_id, _PROTOCOL_ERROR)
             return
-        authority, method, scheme, grpc, _expect = _parse_request(headers)
-        size = 0
-        for name, value in headers:
-            size += len(name) + len(value) + 32
+        authority, method, scheme, grpc = _parse_request(headers)
+        size = header_list_size(headers)
         now = self.loop.time()
         service = owner.router.route(authority)
         error: ActivatorError | None = None

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, cast
 
 import httptools
 
+from activator.config import parse_hostport
 from activator.core.headers import HeaderList, forward_response, malformed_field
 from activator.core.pool_policy import ASSUMED_MAX_STREAMS, PoolAction, choose_connection
 from activator.core.retry import ReplayReason
@@ -63,9 +64,7 @@ class PodPool:
         loop: asyncio.AbstractEventLoop,
     ) -> None:
         self.address = address
-        host, _, port = address.rpartition(":")
-        self.host = host.strip("[]")
-        self.port = int(port)
+        self.host, self.port = parse_hostport(address)
         self.settings = settings
         self.service = service
         self.loop = loop
@@ -327,12 +326,7 @@ class H2Upstream(H2Endpoint, asyncio.Protocol):
             return
         self.streams[stream_id] = ex
         self.started += 1
-        if end:
-            ex.up = self
-            ex.up_stream = stream_id
-            ex.up_sent_end = True
-        else:
-            ex.attach(self, stream_id)
+        ex.attach(self, stream_id, headers_ended=end)
         self.schedule_flush()
 
     def _start_pending(self) -> None:
@@ -385,9 +379,9 @@ class H2Upstream(H2Endpoint, asyncio.Protocol):
                 # Done, or spent the pod's per-connection budget: a new connection serves next.
                 self.draining = True
                 self.close()
-                self.pool.discard(self)
-            else:
-                self._arm_idle()
+                self.pool.discard(self)  # lets a waiting stream in, too
+                return
+            self._arm_idle()
         self.pool.slot_freed()
 
     # -- reading -----------------------------------------------------------------------------------
@@ -635,8 +629,8 @@ class H1Upstream(asyncio.Protocol):
             lines.append(name + b": " + value)
         head = [method + b" " + path + b" HTTP/1.1", b"host: " + authority]
         head.extend(lines)
-        ended_empty = ex.request_ended and not ex.replay and ex.pending is None
-        if ended_empty and ex.request_trailers is None:
+        whole = ex.body_in_headers  # the request is complete and has no body
+        if whole:
             self.chunked = False
             if not content_length and method in (b"POST", b"PUT", b"PATCH"):
                 head.append(b"content-length: 0")
@@ -647,12 +641,7 @@ class H1Upstream(asyncio.Protocol):
             head.append(b"transfer-encoding: chunked")
         assert self.transport is not None
         self.transport.write(b"\r\n".join(head) + b"\r\n\r\n")
-        ex.up = self
-        ex.up_stream = 1
-        if ended_empty and ex.request_trailers is None:
-            ex.up_sent_end = True
-        else:
-            ex.attach(self, 1)
+        ex.attach(self, 1, headers_ended=whole)
 
     def send_data(self, ex: Exchange, data: bytes, ack_len: int, end_stream: bool) -> None:
         transport = self.transport
