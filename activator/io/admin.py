@@ -119,28 +119,28 @@ class AdminServer:
     async def get_service(self, request: web.Request) -> web.Response:
         runtime = self.activator.services.get(request.match_info["name"])
         if runtime is None:
-            return _error(404, f"no service named {request.match_info['name']!r}")
+            return error_response(404, f"no service named {request.match_info['name']!r}")
         return web.json_response(service_status(runtime, self._now()))
 
     async def put_endpoints(self, request: web.Request) -> web.Response:
         name = request.match_info["name"]
         if name not in self.activator.services:
-            return _error(404, f"no service named {name!r}")
+            return error_response(404, f"no service named {name!r}")
         endpoints, problem = await read_endpoints_body(request)
         if problem:
-            return _error(400, problem)
+            return error_response(400, problem)
         self.activator.set_endpoints(name, endpoints)
         return web.json_response(service_status(self.activator.services[name], self._now()))
 
     async def metrics_text(self, request: web.Request) -> web.Response:
         if self.metrics is None:
-            return _error(503, "metrics are not set up yet")
+            return error_response(503, "metrics are not set up yet")
         body, content_type = self.metrics.exposition(request.headers.get("Accept", ""))
         return web.Response(body=body, headers={"Content-Type": content_type})
 
     async def concurrency(self, request: web.Request) -> web.Response:
         if self.reporter is None:
-            return _error(503, "reporting is not set up yet")
+            return error_response(503, "reporting is not set up yet")
         return web.json_response(self.reporter.pull(request.query.get("consumer", "")))
 
 
@@ -192,5 +192,6 @@ def _json_kind(value: object) -> str:
     return "object"
 
 
-def _error(status: int, message: str) -> web.Response:
+def error_response(status: int, message: str) -> web.Response:
+    """A JSON ``{"error": message}`` answer."""
     return web.json_response({"error": message}, status=status)

@@ -66,7 +66,7 @@ from activator.config import (
     format_hostport,
     parse_hostport,
 )
-from activator.io.admin import read_endpoints_body
+from activator.io.admin import error_response, read_endpoints_body
 from activator.io.metrics import reporting_families
 from activator.io.reporter import (
     DEFAULT_POKE_INTERVAL,
@@ -974,19 +974,19 @@ class Supervisor:
     async def _get_service(self, request: web.Request) -> web.Response:
         name = request.match_info["name"]
         if name not in self.endpoints:
-            return _error(404, f"no service named {name!r}")
+            return error_response(404, f"no service named {name!r}")
         answers = await self._gather("GET", f"/v1/services/{name}")
         if not answers:
-            return _error(503, "no worker is up")
+            return error_response(503, "no worker is up")
         return web.json_response(merge_service_status([document for _h, document in answers]))
 
     async def _put_endpoints(self, request: web.Request) -> web.Response:
         name = request.match_info["name"]
         if name not in self.endpoints:
-            return _error(404, f"no service named {name!r}")
+            return error_response(404, f"no service named {name!r}")
         endpoints, problem = await read_endpoints_body(request)
         if problem:
-            return _error(400, problem)
+            return error_response(400, problem)
         # Kept first: a worker that is starting or restarting gets them when it is ready.
         self.endpoints[name] = tuple(endpoints)
         self.endpoints_version += 1
@@ -998,10 +998,12 @@ class Supervisor:
         )
         failures = [str(result) for result in results if isinstance(result, BaseException)]
         if failures:
-            return _error(502, "not every worker took the endpoints: " + "; ".join(failures))
+            return error_response(
+                502, "not every worker took the endpoints: " + "; ".join(failures)
+            )
         documents = [result for result in results if isinstance(result, dict)]
         if not documents:
-            return _error(503, "no worker is up; the endpoints apply when one is")
+            return error_response(503, "no worker is up; the endpoints apply when one is")
         return web.json_response(merge_service_status(documents))
 
     async def _metrics(self, request: web.Request) -> web.Response:
@@ -1035,10 +1037,6 @@ class Supervisor:
         reporter = self._reporter
         activator_id = reporter.activator_id if reporter is not None else ""
         return web.json_response(report.document(activator_id, self._pull_seq, time.time()))
-
-
-def _error(status: int, message: str) -> web.Response:
-    return web.json_response({"error": message}, status=status)
 
 
 def _worker_environment() -> dict[str, str]:
