@@ -92,9 +92,7 @@ class AdminServer:
         await self._runner.setup()
         site = web.TCPSite(self._runner, host, port, reuse_port=True)
         await site.start()
-        server = site._server
-        sockets = getattr(server, "sockets", None) or []
-        return int(sockets[0].getsockname()[1]) if sockets else port
+        return listening_port(self._runner, port)
 
     async def stop(self) -> None:
         if self._runner is not None:
@@ -190,6 +188,12 @@ def _json_kind(value: object) -> str:
     if isinstance(value, list):
         return "array"
     return "object"
+
+
+def listening_port(runner: web.AppRunner, port: int) -> int:
+    """The port a started runner's site listens on: the one the kernel chose if ``port`` is 0."""
+    addresses = runner.addresses
+    return int(addresses[0][1]) if addresses else port
 
 
 def error_response(status: int, message: str) -> web.Response:

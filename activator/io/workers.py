@@ -66,7 +66,7 @@ from activator.config import (
     format_hostport,
     parse_hostport,
 )
-from activator.io.admin import error_response, read_endpoints_body
+from activator.io.admin import error_response, listening_port, read_endpoints_body
 from activator.io.metrics import reporting_families
 from activator.io.reporter import (
     DEFAULT_POKE_INTERVAL,
@@ -922,8 +922,7 @@ class Supervisor:
         # No SO_REUSEPORT here: a second activator on the same admin port must fail, not share.
         site = web.TCPSite(self._runner, host, port)
         await site.start()
-        sockets = getattr(site._server, "sockets", None) or []
-        return int(sockets[0].getsockname()[1]) if sockets else port
+        return listening_port(self._runner, port)
 
     async def _healthz(self, request: web.Request) -> web.Response:
         return web.Response(text="ok\n")
