@@ -14,9 +14,12 @@ from collections.abc import Callable, Iterable
 from activator.config import Config, ServiceConfig, parse_hostport
 from activator.core.routing import HostRouter
 from activator.core.throttle import SlotGate
+from activator.io.admin import AdminServer
 from activator.io.discovery import Discovery, SetEndpoints, discovery_for
 from activator.io.ingress import IngressProtocol, IngressSettings, Router
+from activator.io.metrics import ActivatorMetrics
 from activator.io.readiness import ReadinessProber
+from activator.io.reporter import AutoscalerReporter
 from activator.io.service import ServiceRuntime
 from activator.io.upstream import UpstreamSettings
 
@@ -61,7 +64,9 @@ class Activator:
         self.connections: set[IngressProtocol] = set()
         self.draining = False
         self._servers: list[asyncio.base_events.Server] = []
-        self._admin: object | None = None
+        self._admin: AdminServer | None = None
+        self.metrics: ActivatorMetrics | None = None
+        self.reporter: AutoscalerReporter | None = None
         self._stopped = asyncio.Event()
         self.listen_port = 0
         self.tls_port = 0
@@ -122,14 +127,9 @@ class Activator:
             )
             self._servers.append(tls_server)
             self.tls_port = tls_server.sockets[0].getsockname()[1]
-        from activator.io.admin import AdminServer
-
         admin = AdminServer(self)
         self._admin = admin
         self.admin_port = await admin.start(config.admin)
-        from activator.io.metrics import ActivatorMetrics
-        from activator.io.reporter import AutoscalerReporter
-
         self.metrics = ActivatorMetrics(self.services.values())
         self.reporter = AutoscalerReporter(self.services.values(), config.autoscaler, loop=loop)
         self.metrics.reporting = self.reporter.counters
@@ -191,12 +191,9 @@ class Activator:
         for conn in list(self.connections):
             if conn.transport is not None:
                 conn.transport.abort()
-        if getattr(self, "reporter", None) is not None:
+        if self.reporter is not None:
             await self.reporter.close()
         await self.prober.close()
         if self._admin is not None:
-            from activator.io.admin import AdminServer
-
-            assert isinstance(self._admin, AdminServer)
             await self._admin.stop()
         self._stopped.set()

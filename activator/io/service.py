@@ -22,6 +22,7 @@ from activator.core.errors import (
 )
 from activator.core.retry import ReplayReason
 from activator.core.throttle import Rejected, ServiceThrottle, SlotGate
+from activator.io.backoff import connect_wait
 from activator.io.upstream import PodPool, UpstreamSettings
 
 if TYPE_CHECKING:
@@ -56,7 +57,6 @@ class ServiceRuntime:
         self.upstream = upstream
         self.replay_limit = replay_limit
         self.max_replays = max_replays
-        self.grpc_hint = False
         now = loop.time()
         self.throttle: ServiceThrottle[Exchange] = ServiceThrottle(
             container_concurrency=config.container_concurrency,
@@ -245,7 +245,7 @@ class ServiceRuntime:
         if ex.connect_failures >= MAX_CONNECT_ATTEMPTS:
             ex.fail(UpstreamError(f"service {self.name}: no pod reachable ({reason})"))
             return
-        delay = _connect_backoff(ex.connect_failures)
+        delay = connect_wait(ex.connect_failures)  # jittered: 10 ms, 20 ms, ... up to 500 ms
         self.loop.call_later(delay, self._retry_connect, ex)
 
     def _retry_connect(self, ex: Exchange) -> None:
@@ -327,10 +327,3 @@ class ServiceRuntime:
             ex.fail(Unavailable(f"service {self.name} is shutting down"))
         for pool in self.pools.values():
             pool.retire()
-
-
-def _connect_backoff(attempt: int) -> float:
-    # Exponential with full jitter: 10 ms, 20 ms, ... capped at 500 ms, from tenacity's strategy.
-    from activator.io.backoff import connect_wait
-
-    return connect_wait(attempt)
