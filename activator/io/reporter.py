@@ -48,6 +48,7 @@ from activator.io.metrics import ReportingCounters
 
 if TYPE_CHECKING:
     from activator.core.accounting import WindowReader
+    from activator.core.throttle import ServiceThrottle
     from activator.io.service import ServiceRuntime
 
 __all__ = [
@@ -252,6 +253,12 @@ class PokeGate:
         """Whether a queue of ``depth`` is news; ``cold``: no pod is ready."""
         return depth > self.reported_queue or (cold and depth == 1)
 
+    def is_queue_news(self, throttle: ServiceThrottle[Any]) -> bool:
+        """:meth:`is_news` of the throttle's queue now."""
+        depth = throttle.queue_depth
+        # ready_pods walks the pods: only asked when a lone queued request may mean "at zero".
+        return self.is_news(depth, depth == 1 and throttle.ready_pods == 0)
+
     def queued(self, now: float) -> bool | None:
         """News was queued at ``now``.
 
@@ -361,10 +368,7 @@ class AutoscalerReporter:
         Never awaits; when the queue is no news it costs a dict lookup and two comparisons.
         """
         gate = self._pokes[runtime.name]
-        throttle = runtime.throttle
-        depth = throttle.queue_depth
-        # ready_pods walks the pods: only asked when a lone queued request may mean "at zero".
-        if not gate.is_news(depth, depth == 1 and throttle.ready_pods == 0):
+        if not gate.is_queue_news(runtime.throttle):
             return
         action = gate.queued(self.loop.time())
         if action:
@@ -377,9 +381,7 @@ class AutoscalerReporter:
     def _deferred_poke(self, runtime: ServiceRuntime) -> None:
         self._poke_timers.pop(runtime.name, None)
         gate = self._pokes[runtime.name]
-        depth = runtime.throttle.queue_depth
-        news = gate.is_news(depth, depth == 1 and runtime.throttle.ready_pods == 0)
-        if gate.deferred_due(news, self.loop.time()):
+        if gate.deferred_due(gate.is_queue_news(runtime.throttle), self.loop.time()):
             self._poke()
 
     def _poke(self) -> None:

@@ -179,11 +179,9 @@ class WorkerPoker:
         gate = self._gates.get(runtime.name)
         if gate is None:
             gate = self._gates[runtime.name] = PokeGate(self.interval)
-        throttle = runtime.throttle
-        depth = throttle.queue_depth
-        if depth == 1:
+        if runtime.throttle.queue_depth == 1:
             gate.reported(0)
-        if not gate.is_news(depth, depth == 1 and throttle.ready_pods == 0):
+        if not gate.is_queue_news(runtime.throttle):
             return
         action = gate.queued(self.loop.time())
         if action:
@@ -196,9 +194,7 @@ class WorkerPoker:
     def _deferred(self, runtime: ServiceRuntime) -> None:
         self._timers.pop(runtime.name, None)
         gate = self._gates[runtime.name]
-        depth = runtime.throttle.queue_depth
-        news = gate.is_news(depth, depth == 1 and runtime.throttle.ready_pods == 0)
-        if gate.deferred_due(news, self.loop.time()):
+        if gate.deferred_due(gate.is_queue_news(runtime.throttle), self.loop.time()):
             self._poke(runtime, gate)
 
     def _poke(self, runtime: ServiceRuntime, gate: PokeGate) -> None:
