@@ -431,9 +431,13 @@ async def test_kubernetes_bearer_token_is_read_at_every_connection(
             {"type": "ADDED", "object": endpoint_slice("web-b", [("10.0.0.1", True)], one_port)}
         )
         events.put_nowait({"type": "BOOKMARK", "object": {"metadata": {"resourceVersion": "9"}}})
-        await wait_for(lambda: fake.watches != [], "the watch")
-        await wait_for(lambda: events.empty(), "the events sent")
-        assert recorder.calls == [("web", ["10.0.0.1:80"])]
+        # A change after them: once it is published, the events before it were handled too.
+        events.put_nowait(
+            {"type": "ADDED", "object": endpoint_slice("web-c", [("10.0.0.2", True)], one_port)}
+        )
+        changed = ("web", ["10.0.0.1:80", "10.0.0.2:80"])
+        await wait_for(lambda: len(recorder.calls) >= 2, "the changed set")
+        assert recorder.calls == [("web", ["10.0.0.1:80"]), changed]
     finally:
         await discovery.close()
         events.put_nowait(None)
