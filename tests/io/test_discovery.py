@@ -54,10 +54,6 @@ class Recorder:
     def __call__(self, service: str, addresses: list[str]) -> None:
         self.calls.append((service, list(addresses)))
 
-    @property
-    def last(self) -> set[str]:
-        return set(self.calls[-1][1]) if self.calls else set()
-
 
 # -- a DNS server --------------------------------------------------------------------------------
 
