@@ -172,7 +172,7 @@ async def test_dns_pods_come_and_go_and_a_discovered_pod_serves(
         await wait_for(lambda: not throttle.pods, "scale to zero (NXDOMAIN)")
     finally:
         await activator.stop()
-    assert activator.discoveries["web"] is not None
+    assert isinstance(activator.discoveries["web"], DnsDiscovery)
 
 
 async def test_dns_failures_keep_the_last_set_log_once_and_unchanged_sets_are_not_published(
