@@ -94,6 +94,15 @@ def gated(gate: SlotGate, concurrency: int = 1, **kwargs: object) -> ServiceThro
     return ServiceThrottle(container_concurrency=concurrency, gate=gate, **kwargs)  # type: ignore[arg-type]
 
 
+def wake_pipes(count: int) -> list[tuple[int, int]]:
+    """Non-blocking (read end, write end) wake-up pipes, as the supervisor makes them."""
+    pipes = [os.pipe() for _ in range(count)]
+    for read_end, write_end in pipes:
+        os.set_blocking(read_end, False)
+        os.set_blocking(write_end, False)
+    return pipes
+
+
 def granted_pod(result: PodState | Queued | Rejected) -> PodState:
     assert isinstance(result, PodState), result
     return result
@@ -210,11 +219,8 @@ class TestSharedTable:
     def test_two_gates_share_one_pod_slot_and_wake_each_other(self, tmp_path: Path) -> None:
         table = SlotTable.create(workers=2, services=1, slots=64, directory=str(tmp_path))
         other = SlotTable.attach(table.layout)
-        pipes = [os.pipe() for _ in range(2)]
+        pipes = wake_pipes(2)
         try:
-            for read_end, write_end in pipes:
-                os.set_blocking(read_end, False)
-                os.set_blocking(write_end, False)
             wakers = Wakers([write_end for _, write_end in pipes])
             gate0 = table.gate(worker=0, service=0, service_name=SERVICE, capacity=1, wakers=wakers)
             gate1 = other.gate(worker=1, service=0, service_name=SERVICE, capacity=1, wakers=wakers)
@@ -521,10 +527,7 @@ class SharedTableMachine(GatedThrottlesMachine):
         self.table = SlotTable.create(workers=WORKERS, services=1, slots=4096)
         slots = {self.table.slot_of(SERVICE, address) for address in ADDRESSES}
         assert len(slots) == len(ADDRESSES), "the test's pods must not share a slot"
-        self.pipes = [os.pipe() for _ in range(WORKERS)]
-        for read_end, write_end in self.pipes:
-            os.set_blocking(read_end, False)
-            os.set_blocking(write_end, False)
+        self.pipes = wake_pipes(WORKERS)
         wakers = Wakers([write_end for _, write_end in self.pipes])
         # Each worker maps the table on its own, as worker processes do.
         self.tables = [SlotTable.attach(self.table.layout) for _ in range(WORKERS)]
