@@ -14,6 +14,7 @@ import ssl
 import httpx
 from tenacity import AsyncRetrying, retry_if_result, wait_exponential_jitter
 
+from activator.config import parse_hostport
 from activator.io.service import ServiceRuntime
 
 log = logging.getLogger("activator.readiness")
@@ -63,11 +64,12 @@ class ReadinessProber:
     async def probe(self, service: ServiceRuntime, address: str) -> bool:
         """One readiness check of one pod."""
         config = service.config
-        host, _, port = address.rpartition(":")
         if config.probe is None:
+            # Addresses were validated by the same parser when they became pods.
+            host, port = parse_hostport(address)
             try:
                 async with asyncio.timeout(self.probe_timeout):
-                    _reader, writer = await asyncio.open_connection(host.strip("[]"), int(port))
+                    _reader, writer = await asyncio.open_connection(host, port)
             except (OSError, TimeoutError):
                 return False
             writer.close()
