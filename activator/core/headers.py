@@ -7,7 +7,8 @@ arrived on. HTTP/1.1 requests are mapped to that shape at ingress so one code pa
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
+from typing import NamedTuple
 
 Header = tuple[bytes, bytes]
 HeaderList = list[Header]
@@ -52,6 +53,152 @@ def malformed_field(headers: Iterable[Header]) -> str | None:
     return None
 
 
+# RFC 9113 §8.2.2: fields that make an HTTP/2 message malformed ("te" apart: only "trailers" is allowed).
+_CONNECTION_SPECIFIC: frozenset[bytes] = frozenset(
+    {b"connection", b"keep-alive", b"proxy-connection", b"transfer-encoding", b"upgrade"}
+)
+_WHITESPACE = (b" ", b"\t")
+
+# A pod's response block as forwarded: headers (pseudo-header first), status (0 for trailers) and the
+# declared content-length (-1: none).
+ResponseBlock = tuple[HeaderList, int, int]
+
+
+def response_block(fields: Iterable[Sequence[bytes]], *, trailers: bool) -> ResponseBlock | str:
+    """Check a pod's response header block (or trailers) and shape it for the client.
+
+    ``fields`` are decoded (name, value[, sensitive]) entries. Returns why the block is malformed
+    (RFC 9113 §8.1-8.3), or the fields to forward - hop-by-hop ones dropped - with the status and the
+    content-length. One pass, because it runs for every response.
+    """
+    out: HeaderList = []
+    status = 0
+    length = -1
+    bad_name = _BAD_NAME.search
+    bad_value = _BAD_VALUE.search
+    regular = False
+    for field in fields:
+        name = field[0]
+        value = field[1]
+        if name[:1] == b":":
+            if trailers or name != b":status" or regular or status:
+                return f"unexpected pseudo-header {name!r}"
+            if len(value) != 3 or not value.isdigit() or value[:1] == b"0":
+                return f"invalid :status {value!r}"
+            status = int(value)
+            out.append((name, value))
+            continue
+        regular = True
+        if not name or bad_name(name) is not None:
+            return f"invalid field name {name!r}"
+        if bad_value(value) is not None or value[:1] in _WHITESPACE or value[-1:] in _WHITESPACE:
+            return f"invalid value of {name.decode('latin-1')!r}"
+        if name in _DROP_RESPONSE:
+            if name in _CONNECTION_SPECIFIC or (name == b"te" and value != b"trailers"):
+                return f"connection-specific field {name.decode('latin-1')!r}"
+            continue
+        if name == b"content-length":
+            if not value.isdigit() or (length >= 0 and int(value) != length):
+                return f"invalid content-length {value!r}"
+            length = int(value)
+        out.append((name, value))
+    if not trailers and not status:
+        return "no :status"
+    # Fields named by a Connection header need no dropping: Connection itself is malformed here.
+    return out, status, length
+
+
+_REQUEST_PSEUDO = frozenset({b":method", b":scheme", b":authority", b":path"})
+
+
+class RequestHead(NamedTuple):
+    """What the activator reads off a client's HTTP/2 request block, checked in one pass."""
+
+    headers: HeaderList
+    method: bytes
+    scheme: bytes
+    authority: bytes  # :authority, else Host
+    grpc: bool
+    size: int  # as SETTINGS_MAX_HEADER_LIST_SIZE counts it (RFC 9113 §6.5.2)
+
+
+def request_head(fields: Iterable[Header]) -> RequestHead | str:
+    """Check a client's HTTP/2 request block (RFC 9113 §8.2, §8.3.1) and read what routing needs.
+
+    Returns why the request is malformed (a stream error PROTOCOL_ERROR, §8.1.1) or the
+    :class:`RequestHead`. This is the request-smuggling guard of the HTTP/2 ingress: field characters
+    (§8.2.1), connection-specific fields (§8.2.2), pseudo-header rules (§8.3), Host against
+    :authority. Cookie fields are joined into one (§8.2.3), as an HTTP/1.1 hop requires.
+    """
+    out: HeaderList = []
+    pseudo: set[bytes] = set()
+    method = scheme = authority = path = b""
+    host: bytes | None = None
+    grpc = False
+    size = 0
+    cookies: list[bytes] | None = None
+    bad_name = _BAD_NAME.search
+    bad_value = _BAD_VALUE.search
+    for name, value in fields:
+        size += len(name) + len(value) + 32
+        if bad_value(value) is not None or value[:1] in _WHITESPACE or value[-1:] in _WHITESPACE:
+            return f"invalid value of {name.decode('latin-1')!r}"
+        if name[:1] == b":":
+            if name not in _REQUEST_PSEUDO or name in pseudo:
+                return f"unexpected pseudo-header {name!r}"
+            if len(out) > len(pseudo):
+                return f"pseudo-header {name!r} after a regular field"
+            pseudo.add(name)
+            if name == b":method":
+                method = value
+            elif name == b":scheme":
+                scheme = value
+            elif name == b":authority":
+                authority = value
+            else:
+                path = value
+            out.append((name, value))
+            continue
+        if not name or bad_name(name) is not None:
+            return f"invalid field name {name!r}"
+        if name in _CONNECTION_SPECIFIC or (name == b"te" and value != b"trailers"):
+            return f"connection-specific field {name.decode('latin-1')!r}"
+        if name == b"host":
+            host = value
+        elif name == b"content-type":
+            grpc = value.startswith(GRPC_CONTENT_TYPE)
+        elif name == b"cookie":
+            if cookies is None:
+                cookies = [value]
+            else:
+                cookies.append(value)
+                continue
+        out.append((name, value))
+    if not method:
+        return "no :method"
+    if method == b"CONNECT":
+        if scheme or path or not authority:
+            return "CONNECT needs :authority and neither :scheme nor :path"
+    elif not scheme or not path:
+        return "no :scheme or :path"
+    if host is not None and authority and host != authority:
+        return "Host differs from :authority"
+    if cookies is not None and len(cookies) > 1:
+        joined = b"; ".join(cookies)
+        out = [(n, joined) if n == b"cookie" else (n, v) for n, v in out]
+    return RequestHead(out, method, scheme, authority or host or b"", grpc, size)
+
+
+def trailers_error(fields: HeaderList) -> str | None:
+    """Why a client's trailer block is malformed (no pseudo-headers, §8.1), or None."""
+    for name, _ in fields:
+        if name[:1] == b":":
+            return f"pseudo-header {name!r} in trailers"
+        if name in _CONNECTION_SPECIFIC or name == b"te":
+            return f"connection-specific field {name.decode('latin-1')!r} in trailers"
+    return malformed_field(fields)
+
+
 def header_list_size(headers: Iterable[Header]) -> int:
     """Size as SETTINGS_MAX_HEADER_LIST_SIZE counts it: name + value + 32 per field (RFC 9113 §6.5.2)."""
     return sum(len(n) + len(v) + 32 for n, v in headers)
@@ -69,6 +216,21 @@ def _connection_tokens(headers: Iterable[Header]) -> frozenset[bytes]:
         if name == b"connection":
             tokens.update(t.strip().lower() for t in value.split(b","))
     return frozenset(tokens)
+
+
+def without_connection_fields(headers: HeaderList) -> HeaderList:
+    """An HTTP/1.1 request's fields as an HTTP/2 request may carry them (RFC 9113 §8.2.2):
+    connection-specific fields and those its Connection header names dropped, ``te`` kept only as
+    ``trailers``."""
+    drop = HOP_BY_HOP | _connection_tokens(headers)
+    out: HeaderList = []
+    for name, value in headers:
+        if name == b"te":
+            if b"trailers" in value.lower():
+                out.append((b"te", b"trailers"))
+        elif name not in drop:
+            out.append((name, value))
+    return out
 
 
 def forward_request(

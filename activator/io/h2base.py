@@ -8,7 +8,7 @@ import asyncio
 import importlib
 import struct
 from collections import deque
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, Any, Protocol, cast
 
 from activator.io.h2lib import h2
 
@@ -69,19 +69,20 @@ class ProxyH2Connection(h2.connection.H2Connection):
     """
 
     @classmethod
-    def for_side(cls, *, client_side: bool) -> ProxyH2Connection:
-        """A connection to a pod (``client_side``) or from a client, configured the same way.
+    def for_clients(cls) -> ProxyH2Connection:
+        """A connection from a client (the server side of HTTP/2).
 
-        What we receive is validated on both sides: client headers against request smuggling
-        (RFC 9113 §8.2), pod headers because they reach clients that may speak HTTP/1.1. What we
-        send is built from that validated input, so h2's outbound checks would only repeat them.
+        Received field blocks are checked by the ingress itself, in one pass that also reads what
+        routing needs (:func:`activator.core.headers.request_head`): h2's checks run as a chain of
+        generators per field and cost more than the rest of a request's header handling. What we
+        send is built from validated input, so h2's outbound checks would only repeat ours.
         """
         return cls(
             h2.config.H2Configuration(
-                client_side=client_side,
+                client_side=False,
                 header_encoding=None,
-                validate_inbound_headers=True,
-                normalize_inbound_headers=True,
+                validate_inbound_headers=False,
+                normalize_inbound_headers=False,
                 validate_outbound_headers=False,
                 normalize_outbound_headers=False,
             )
@@ -176,10 +177,29 @@ class ProxyH2Connection(h2.connection.H2Connection):
         self.state_machine.state = state
 
 
+class H2Commands(Protocol):
+    """What :class:`H2Endpoint` asks of an HTTP/2 state machine: h2's API, which
+    :class:`ProxyH2Connection` (clients) and :class:`~activator.io.pod_h2.PodH2Connection` (pods) share."""
+
+    max_outbound_frame_size: int
+
+    def send_headers(
+        self, stream_id: int, headers: HeaderList, end_stream: bool = False
+    ) -> None: ...
+    def send_data(self, stream_id: int, data: bytes, end_stream: bool = False) -> None: ...
+    def end_stream(self, stream_id: int) -> None: ...
+    def reset_stream(self, stream_id: int, error_code: int) -> None: ...
+    def increment_flow_control_window(
+        self, increment: int, stream_id: int | None = None
+    ) -> None: ...
+    def local_flow_control_window(self, stream_id: int) -> int: ...
+    def pop_output(self) -> list[bytes]: ...
+
+
 class H2Endpoint:
     """Base for an HTTP/2 connection of ours (to a client or to a pod)."""
 
-    conn: ProxyH2Connection
+    conn: H2Commands
     transport: asyncio.Transport | None
 
     def __init__(self, loop: asyncio.AbstractEventLoop, stream_window: int) -> None:

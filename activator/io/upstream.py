@@ -18,11 +18,23 @@ from typing import TYPE_CHECKING, cast
 import httptools
 
 from activator.config import parse_hostport
-from activator.core.headers import HeaderList, forward_response, malformed_field
+from activator.core.headers import HeaderList, forward_response
 from activator.core.pool_policy import ASSUMED_MAX_STREAMS, PoolAction, choose_connection
 from activator.core.retry import ReplayReason
-from activator.io.h2base import H2Endpoint, ProxyH2Connection
+from activator.io import pod_h2
+from activator.io.h2base import H2Endpoint
 from activator.io.h2lib import h2
+from activator.io.pod_h2 import (
+    DATA,
+    GOAWAY,
+    RESET,
+    RESPONSE,
+    SETTINGS,
+    STREAM_ERROR,
+    TRAILERS,
+    WINDOW,
+    PodH2Connection,
+)
 
 if TYPE_CHECKING:
     from activator.io.exchange import Exchange
@@ -30,8 +42,8 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("activator.upstream")
 
-_REFUSED = h2.errors.ErrorCodes.REFUSED_STREAM
-_CANCEL = h2.errors.ErrorCodes.CANCEL
+_REFUSED = pod_h2.REFUSED_STREAM
+_CANCEL = pod_h2.CANCEL
 
 
 @dataclass(frozen=True, slots=True)
@@ -183,10 +195,15 @@ class PodPool:
 class H2Upstream(H2Endpoint, asyncio.Protocol):
     """One HTTP/2 connection to a pod, shared by many streams."""
 
+    conn: PodH2Connection
+
     def __init__(self, pool: PodPool) -> None:
         super().__init__(pool.loop, pool.settings.stream_window)
         self.pool = pool
-        self.conn = ProxyH2Connection.for_side(client_side=True)
+        self.conn = PodH2Connection(
+            stream_window=pool.settings.stream_window,
+            connection_window=pool.settings.connection_window,
+        )
         self.pending: list[Exchange] = []
         self.streams: dict[int, Exchange] = {}
         self.connected = False
@@ -245,19 +262,7 @@ class H2Upstream(H2Endpoint, asyncio.Protocol):
         sock = transport.get_extra_info("socket")
         if sock is not None:
             _set_nodelay(sock)
-        conn = self.conn
-        conn.local_settings = h2.settings.Settings(
-            client=True,
-            initial_values={
-                h2.settings.SettingCodes.ENABLE_PUSH: 0,
-                h2.settings.SettingCodes.INITIAL_WINDOW_SIZE: settings.stream_window,
-                h2.settings.SettingCodes.MAX_CONCURRENT_STREAMS: 100,
-                h2.settings.SettingCodes.MAX_HEADER_LIST_SIZE: 1 << 20,
-            },
-        )
-        conn.decoder.max_header_list_size = 1 << 20  # as advertised (h2 copies it only on ACK)
-        conn.initiate_connection()
-        conn.increment_flow_control_window(settings.connection_window - 65535)
+        self.conn.initiate_connection()
         # Streams wait for the pod's SETTINGS (RFC 9113 §3.4: its first frame): sending them now
         # would exceed a SETTINGS_MAX_CONCURRENT_STREAMS below our assumption and get them refused.
         self.flush()
@@ -296,11 +301,8 @@ class H2Upstream(H2Endpoint, asyncio.Protocol):
         self.closed = True
         self._cancel_idle()
         if self.transport is not None:
-            try:
-                self.conn.send_goaway(0)
-                self.flush()
-            except h2.exceptions.ProtocolError:
-                pass
+            self.conn.send_goaway()
+            self.flush()
             self.transport.close()
 
     # -- streams -----------------------------------------------------------------------------------
@@ -314,7 +316,7 @@ class H2Upstream(H2Endpoint, asyncio.Protocol):
         try:
             stream_id = conn.get_next_available_stream_id()
             end = ex.body_in_headers
-            conn.send_headers(stream_id, ex.headers, end_stream=end)
+            conn.send_headers(stream_id, ex.headers, end_stream=end, head=ex.method == b"HEAD")
         except h2.exceptions.ProtocolError as exc:
             # The connection cannot take streams (stream ids exhausted, or broken): retire it;
             # this stream never left, so it goes elsewhere.
@@ -402,10 +404,7 @@ class H2Upstream(H2Endpoint, asyncio.Protocol):
         if not self._ping_sent:
             self._ping_sent = True
             self._silent_for = 0.0
-            try:
-                self.conn.ping(b"activatr")
-            except h2.exceptions.ProtocolError:
-                return
+            self.conn.ping(b"activatr")
             self.flush()
         elif self.transport is not None:
             log.warning("pod %s: no answer to PING; closing the connection", self.pool.address)
@@ -415,7 +414,7 @@ class H2Upstream(H2Endpoint, asyncio.Protocol):
         self.reads += 1
         try:
             events = self.conn.receive_data(data)
-        except h2.exceptions.ProtocolError as exc:
+        except pod_h2.PodConnectionError as exc:
             log.warning("pod %s broke HTTP/2: %s", self.pool.address, exc)
             self.closed = True  # not usable from now on; connection_lost fails its streams
             self.flush()
@@ -424,79 +423,67 @@ class H2Upstream(H2Endpoint, asyncio.Protocol):
             return
         streams = self.streams
         for event in events:
-            if isinstance(event, h2.events.DataReceived):
-                self._connection_credit += event.flow_controlled_length
-                ex = streams.get(event.stream_id)
+            kind = event[0]
+            if kind == DATA:
+                _, sid, data, flow_len, end = event
+                self._connection_credit += flow_len
+                ex = streams.get(sid)
+                if ex is not None and (data or end):
+                    if end:
+                        del streams[sid]
+                    ex.on_response_data(data, flow_len, end)
+                    if end:
+                        self._response_complete(ex)
+                elif ex is not None:  # an empty frame, or padding: nothing to forward, window owed
+                    self.consumed(sid, flow_len)
+            elif kind == RESPONSE:
+                _, sid, headers, end = event
+                ex = streams.get(sid)
                 if ex is not None:
-                    end = event.stream_ended is not None
                     if end:
-                        del streams[event.stream_id]
-                    ex.on_response_data(event.data, event.flow_controlled_length, end)
-                    if end:
-                        self._response_complete(ex)
-            elif isinstance(event, h2.events.ResponseReceived):
-                ex = streams.get(event.stream_id)
-                if ex is not None and malformed_field(event.headers) is not None:
-                    # Never relay a CR/LF a pod put in a field: on an HTTP/1.1 client that is
-                    # response splitting.
-                    self._malformed(event.stream_id, ex)
-                elif ex is not None:
-                    end = event.stream_ended is not None
-                    if end:
-                        del streams[event.stream_id]
-                    ex.on_response(forward_response(event.headers), end)
+                        del streams[sid]
+                    ex.on_response(headers, end)
                     if end:
                         self._response_complete(ex)
-            elif isinstance(event, h2.events.StreamEnded):
-                # Already handled with the DATA/HEADERS frame that carried END_STREAM.
-                pass
-            elif isinstance(event, h2.events.TrailersReceived):
-                ex = streams.pop(event.stream_id, None)
-                if ex is not None and malformed_field(event.headers) is not None:
-                    streams[event.stream_id] = ex
-                    self._malformed(event.stream_id, ex)
-                elif ex is not None:
-                    ex.on_response_trailers(forward_response(event.headers))
+            elif kind == TRAILERS:
+                ex = streams.pop(event[1], None)
+                if ex is not None:
+                    ex.on_response_trailers(event[2])
                     self._response_complete(ex)
-            elif isinstance(event, h2.events.WindowUpdated):
-                self.unblock(event.stream_id)
-            elif isinstance(event, h2.events.StreamReset):
-                self._on_reset(event.stream_id, event.error_code)
-            elif isinstance(event, h2.events.ConnectionTerminated):
-                self._on_goaway(event.last_stream_id or 0, int(event.error_code or 0))
-            elif isinstance(event, h2.events.RemoteSettingsChanged):
-                if h2.settings.SettingCodes.INITIAL_WINDOW_SIZE in event.changed_settings:
-                    self.unblock(0)  # every stream's send window moved (RFC 9113 §6.9.2)
-                changed = event.changed_settings.get(
-                    h2.settings.SettingCodes.MAX_CONCURRENT_STREAMS
+            elif kind == WINDOW:
+                self.unblock(event[1])
+            elif kind == RESET:
+                self._on_reset(event[1], event[2])
+            elif kind == STREAM_ERROR:
+                _, sid, code, reason = event
+                log.warning(
+                    "pod %s broke HTTP/2 on a stream (%s); stream reset", self.pool.address, reason
                 )
-                if changed is not None:
-                    self.peer_max_streams = changed.new_value
-                if not self.settings_received:
+                self._on_reset(sid, code)
+            elif kind == GOAWAY:
+                self._on_goaway(event[1], event[2])
+            elif kind == SETTINGS:
+                _, first, max_streams, window_changed = event
+                if window_changed:
+                    self.unblock(0)  # every stream's send window moved (RFC 9113 §6.9.2)
+                if max_streams is not None:
+                    self.peer_max_streams = max_streams
+                if first:
                     self.settings_received = True
                     self._start_pending()
-                elif changed is not None:
+                elif max_streams is not None:
                     self.pool.slot_freed()
-            elif isinstance(event, h2.events.InformationalResponseReceived):
-                pass  # 1xx from the pod: not forwarded (100-continue is answered at ingress)
         if self._connection_credit:
             self.return_connection_credit()
         self.flush()
 
-    def _malformed(self, stream_id: int, ex: Exchange) -> None:
-        log.warning("pod %s sent a malformed field block; stream reset", self.pool.address)
-        self.streams.pop(stream_id, None)
-        self.reset_stream(stream_id, h2.errors.ErrorCodes.PROTOCOL_ERROR)
-        self._stream_closed()
-        ex.on_upstream_reset(h2.errors.ErrorCodes.PROTOCOL_ERROR)
-
     def _response_complete(self, ex: Exchange) -> None:
         self.completed += 1
-        if not ex.up_sent_end:
-            # RFC 9113 §8.1: the pod answered before reading the whole request; stop sending it.
-            self.reset_stream(ex.up_stream, h2.errors.ErrorCodes.NO_ERROR)
-        else:
-            self.drop_blocked(ex.up_stream)
+        sid = ex.up_stream
+        self.drop_blocked(sid)
+        # RFC 9113 §8.1: the pod answered before reading the whole request: stop sending it. (The
+        # stream is closed already when the request had ended; then nothing is sent.)
+        self.conn.reset_stream(sid, pod_h2.NO_ERROR)
         self._stream_closed()
 
     def _on_reset(self, stream_id: int, error_code: int) -> None:
