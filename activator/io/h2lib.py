@@ -73,17 +73,65 @@ def _compression_errors(lib: ModuleType) -> None:
     connection._decode_headers = _decode_headers
 
 
-# The reference HPACK decoder (python-hyper's hpack, which h2 uses). jh2's compiled decoder accepts a
-# few invalid encodings RFC 7541 says to reject (a table size update after the first field, one
-# above the SETTINGS limit, Huffman padding that is not an EOS prefix); the client-facing side
-# decodes with this one so every peer gets the RFC's answer. Pods are decoded with the fast one.
-StrictDecoder = hpack.Decoder
+class StrictDecoder(hpack.Decoder):
+    """The reference HPACK decoder (python-hyper's hpack, which h2 uses), with a leaner main loop.
+
+    jh2's compiled decoder accepts a few invalid encodings RFC 7541 says to reject (a table size
+    update after the first field, one above the SETTINGS limit, Huffman padding that is not an EOS
+    prefix); the client-facing side decodes with this one so every peer gets the RFC's answer. Pods
+    are decoded with the compiled one.
+
+    hpack's own loop wraps every field twice (HeaderTuple, then a copy as bytes) and slices a
+    memoryview per field; here a one-byte indexed field (RFC 7541 §6.1: the usual case once a
+    client's table is warm) is a table lookup, and every other representation still goes through
+    hpack's own methods, so what is accepted or rejected is unchanged.
+    """
+
+    def decode(self, data: bytes, raw: bool = True) -> list[tuple[bytes, bytes]]:  # type: ignore[override]
+        get_by_index = self.header_table.get_by_index
+        limit = self.max_header_list_size
+        headers: list[tuple[bytes, bytes]] = []
+        append = headers.append
+        view = memoryview(data)
+        size = 0
+        pos = 0
+        end = len(data)
+        while pos < end:
+            first = data[pos]
+            if first & 0x80:
+                if first != 0xFF:  # the index fits the 7-bit prefix (index 0 raises, as it must)
+                    name, value = get_by_index(first & 0x7F)
+                    pos += 1
+                else:
+                    (name, value), used = self._decode_indexed(view[pos:])
+                    pos += used
+            elif first & 0x40:
+                (name, value), used = self._decode_literal_index(view[pos:])
+                pos += used
+            elif first & 0x20:
+                if headers:  # RFC 7541 §4.2
+                    raise hpack.HPACKDecodingError("table size update after a header field")
+                pos += self._update_encoding_context(view[pos:])
+                continue
+            else:
+                (name, value), used = self._decode_literal_no_index(view[pos:])
+                pos += used
+            if type(name) is not bytes:
+                name = bytes(name)
+            if type(value) is not bytes:
+                value = bytes(value)
+            size += len(name) + len(value) + 32
+            if size > limit:
+                raise hpack.OversizedHeaderListError(f"a header list larger than {limit} bytes")
+            append((name, value))
+        self._assert_valid_table_size()
+        return headers
 
 
 def strict_decoder(table_size: int) -> hpack.Decoder:
     """A fresh RFC 7541-strict HPACK decoder for a client connection whose SETTINGS_HEADER_TABLE_SIZE
     is ``table_size`` (the limit the peer's dynamic table size updates must respect)."""
-    decoder = hpack.Decoder(max_header_list_size=1 << 20)
+    decoder = StrictDecoder(max_header_list_size=1 << 20)
     decoder.max_allowed_table_size = table_size
     return decoder
 

@@ -19,11 +19,13 @@ import httptools
 from activator.core.errors import ActivatorError, ClientError, HeadersTooLarge, UnknownHost
 from activator.core.headers import (
     HeaderList,
+    RequestHead,
     error_response,
     forward_request,
-    header_list_size,
     is_grpc,
-    malformed_field,
+    request_head,
+    trailers_error,
+    without_connection_fields,
 )
 from activator.io.exchange import Exchange
 from activator.io.h2base import H2Endpoint, ProxyH2Connection
@@ -180,30 +182,10 @@ class IngressProtocol(asyncio.Protocol):
         return self.handler is not None and self.handler.busy
 
 
-def _parse_request(headers: HeaderList) -> tuple[bytes, bytes, bytes, bool]:
-    """(authority, method, scheme, grpc) of an HTTP/2 request header list."""
-    authority = b""
-    host = b""
-    method = b""
-    scheme = b""
-    grpc = False
-    for name, value in headers:
-        if name[:1] == b":":
-            if name == b":authority":
-                authority = value
-            elif name == b":method":
-                method = value
-            elif name == b":scheme":
-                scheme = value
-        elif name == b"host":
-            host = value
-        elif name == b"content-type":
-            grpc = is_grpc(value)
-    return authority or host, method, scheme, grpc
-
-
 class H2Ingress(H2Endpoint):
     """A client's HTTP/2 connection: every stream is an independent exchange."""
+
+    conn: ProxyH2Connection
 
     def __init__(self, owner: IngressProtocol) -> None:
         super().__init__(owner.loop, owner.settings.stream_window)
@@ -211,7 +193,7 @@ class H2Ingress(H2Endpoint):
         self.transport = owner.transport
         settings = owner.settings
         self.settings = settings
-        self.conn = ProxyH2Connection.for_side(client_side=False)
+        self.conn = ProxyH2Connection.for_clients()
         self.conn.local_settings = h2.settings.Settings(
             client=False,
             initial_values={
@@ -277,7 +259,18 @@ class H2Ingress(H2Endpoint):
                 pass  # handled with the frame that carried END_STREAM
             elif isinstance(event, h2.events.TrailersReceived):
                 ex = exchanges.get(event.stream_id)
-                if ex is not None:
+                problem = trailers_error(event.headers)
+                if problem is not None:
+                    log.info(
+                        "client %s sent malformed trailers: %s",
+                        self.owner.client_ip.decode(),
+                        problem,
+                    )
+                    exchanges.pop(event.stream_id, None)
+                    self.reset_stream(event.stream_id, _PROTOCOL_ERROR)
+                    if ex is not None:
+                        ex.on_client_reset()
+                elif ex is not None:
                     ex.on_request_trailers(event.headers)
                     self._maybe_forget(ex)
             elif isinstance(event, h2.events.WindowUpdated):
@@ -307,14 +300,13 @@ class H2Ingress(H2Endpoint):
             # (unprocessed, the client may retry it), not the connection.
             self.reset_stream(stream_id, _REFUSED_STREAM)
             return
-        problem = malformed_field(headers)
-        if problem is not None:
+        head = request_head(headers)
+        if type(head) is str:
             # RFC 9113 §8.1.1: a malformed request is a stream error of type PROTOCOL_ERROR.
-            log.info("client %s sent a malformed request: %s", owner.client_ip.decode(), problem)
+            log.info("client %s sent a malformed request: %s", owner.client_ip.decode(), head)
             self.reset_stream(stream_id, _PROTOCOL_ERROR)
             return
-        authority, method, scheme, grpc = _parse_request(headers)
-        size = header_list_size(headers)
+        headers, method, scheme, authority, grpc, size = cast(RequestHead, head)
         now = self.loop.time()
         service = owner.router.route(authority)
         error: ActivatorError | None = None
@@ -835,7 +827,7 @@ class H1Ingress:
             self._close()
             return
         # The upgraded request is stream 1, half-closed from the client (RFC 7540 §3.2).
-        h2_handler._on_request(1, pseudo, True)
+        h2_handler._on_request(1, without_connection_fields(pseudo), True)
         h2_handler.flush()
         if rest:
             h2_handler.data_received(rest)
