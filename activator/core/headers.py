@@ -164,6 +164,8 @@ def request_head(fields: Iterable[Header]) -> RequestHead | str:
         if name in _CONNECTION_SPECIFIC or (name == b"te" and value != b"trailers"):
             return f"connection-specific field {name.decode('latin-1')!r}"
         if name == b"host":
+            if host is not None and value != host:
+                return "conflicting Host fields"
             host = value
         elif name == b"content-type":
             grpc = value.startswith(GRPC_CONTENT_TYPE)
@@ -176,11 +178,15 @@ def request_head(fields: Iterable[Header]) -> RequestHead | str:
         out.append((name, value))
     if not method:
         return "no :method"
-    if method == b"CONNECT":
-        if scheme or path or not authority:
+    if method == b"CONNECT":  # RFC 9113 §8.5
+        if b":scheme" in pseudo or b":path" in pseudo or not authority:
             return "CONNECT needs :authority and neither :scheme nor :path"
     elif not scheme or not path:
         return "no :scheme or :path"
+    elif (b":authority" in pseudo and not authority) or (host is not None and not host):
+        return "empty :authority or Host"  # http(s) URIs have a non-empty authority (§8.3.1)
+    elif host is None and not authority:
+        return "no :authority or Host"
     if host is not None and authority and host != authority:
         return "Host differs from :authority"
     if cookies is not None and len(cookies) > 1:
