@@ -7,8 +7,8 @@ arrived on. HTTP/1.1 requests are mapped to that shape at ingress so one code pa
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Sequence
-from typing import NamedTuple
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any, NamedTuple, cast
 
 Header = tuple[bytes, bytes]
 HeaderList = list[Header]
@@ -64,12 +64,19 @@ _WHITESPACE = (b" ", b"\t")
 ResponseBlock = tuple[HeaderList, int, int]
 
 
-def response_block(fields: Iterable[Sequence[bytes]], *, trailers: bool) -> ResponseBlock | str:
+def response_block(
+    fields: Iterable[Sequence[Any]],
+    *,
+    trailers: bool,
+    never_indexed: Callable[[bytes, bytes], Header] | None = None,
+) -> ResponseBlock | str:
     """Check a pod's response header block (or trailers) and shape it for the client.
 
     ``fields`` are decoded (name, value[, sensitive]) entries. Returns why the block is malformed
     (RFC 9113 §8.1-8.3), or the fields to forward - hop-by-hop ones dropped - with the status and the
-    content-length. One pass, because it runs for every response.
+    content-length. A field marked sensitive (sent never-indexed) is made by ``never_indexed``, so the
+    next hop's encoder keeps it out of its compression context too (RFC 7541 §7.1.3). One pass,
+    because it runs for every response.
     """
     out: HeaderList = []
     status = 0
@@ -101,7 +108,10 @@ def response_block(fields: Iterable[Sequence[bytes]], *, trailers: bool) -> Resp
             if not value.isdigit() or (length >= 0 and int(value) != length):
                 return f"invalid content-length {value!r}"
             length = int(value)
-        out.append((name, value))
+        if len(field) > 2 and field[2] and never_indexed is not None:
+            out.append(never_indexed(name, value))
+        else:
+            out.append((name, value))
     if not trailers and not status:
         return "no :status"
     # Fields named by a Connection header need no dropping: Connection itself is malformed here.
@@ -139,7 +149,8 @@ def request_head(fields: Iterable[Header]) -> RequestHead | str:
     cookies: list[bytes] | None = None
     bad_name = _BAD_NAME.search
     bad_value = _BAD_VALUE.search
-    for name, value in fields:
+    for field in fields:
+        name, value = field
         size += len(name) + len(value) + 32
         if bad_value(value) is not None or value[:1] in _WHITESPACE or value[-1:] in _WHITESPACE:
             return f"invalid value of {name.decode('latin-1')!r}"
@@ -157,7 +168,7 @@ def request_head(fields: Iterable[Header]) -> RequestHead | str:
                 authority = value
             else:
                 path = value
-            out.append((name, value))
+            out.append(field)
             continue
         if not name or bad_name(name) is not None:
             return f"invalid field name {name!r}"
@@ -175,7 +186,7 @@ def request_head(fields: Iterable[Header]) -> RequestHead | str:
             else:
                 cookies.append(value)
                 continue
-        out.append((name, value))
+        out.append(field)  # the field itself: a never-indexed one keeps its type (RFC 7541 §7.1.3)
     if not method:
         return "no :method"
     if method == b"CONNECT":  # RFC 9113 §8.5
@@ -191,8 +202,17 @@ def request_head(fields: Iterable[Header]) -> RequestHead | str:
         return "Host differs from :authority"
     if cookies is not None and len(cookies) > 1:
         joined = b"; ".join(cookies)
-        out = [(n, joined) if n == b"cookie" else (n, v) for n, v in out]
+        out = [_like(f, joined) if f[0] == b"cookie" else f for f in out]
     return RequestHead(out, method, scheme, authority or host or b"", grpc, size)
+
+
+def _like(field: Header, value: bytes) -> Header:
+    """``field`` with another value and the same type (a never-indexed field stays never-indexed;
+    hpack's field types take name and value as two arguments)."""
+    if type(field) is tuple:
+        return (field[0], value)
+    kind: Any = type(field)
+    return cast(Header, kind(field[0], value))
 
 
 def trailers_error(fields: HeaderList) -> str | None:
@@ -258,10 +278,11 @@ def forward_request(
     forwarded: bytes | None = None
     extra = _connection_tokens(headers)
     drop = _DROP_REQUEST | extra if extra else _DROP_REQUEST
-    for name, value in headers:
+    for field in headers:
+        name, value = field
         if name[:1] == b":":
             if name != b":authority":
-                pseudo.append((name, value))
+                pseudo.append(field)
         elif name in drop:
             continue
         elif name == b"te":
@@ -272,7 +293,7 @@ def forward_request(
         elif name == b"forwarded":
             forwarded = value if forwarded is None else forwarded + b", " + value
         else:
-            out.append((name, value))
+            out.append(field)  # never-indexed fields stay so (RFC 7541 §7.1.3)
     pseudo.append((b":authority", authority))
     # RFC 7239 §6: an IPv6 node and a host with a port are not tokens, so they are quoted.
     node = b'"[' + client_ip + b']"' if b":" in client_ip else client_ip

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import importlib
 import os
+from collections.abc import Callable
 from types import ModuleType
 from typing import TYPE_CHECKING
 
@@ -84,7 +85,9 @@ class StrictDecoder(hpack.Decoder):
     hpack's own loop wraps every field twice (HeaderTuple, then a copy as bytes) and slices a
     memoryview per field; here a one-byte indexed field (RFC 7541 §6.1: the usual case once a
     client's table is warm) is a table lookup, and every other representation still goes through
-    hpack's own methods, so what is accepted or rejected is unchanged.
+    hpack's own methods, so what is accepted or rejected is unchanged. Fields come out as plain
+    ``(name, value)`` tuples, except never-indexed ones: ``hpack.NeverIndexedHeaderTuple``, which the
+    activator forwards as never-indexed (RFC 7541 §7.1.3).
     """
 
     def decode(self, data: bytes, raw: bool = True) -> list[tuple[bytes, bytes]]:  # type: ignore[override]
@@ -123,7 +126,10 @@ class StrictDecoder(hpack.Decoder):
             size += len(name) + len(value) + 32
             if size > limit:
                 raise hpack.OversizedHeaderListError(f"a header list larger than {limit} bytes")
-            append((name, value))
+            if first & 0xF0 == 0x10:  # never indexed (RFC 7541 §6.2.3): must stay so downstream
+                append(hpack.NeverIndexedHeaderTuple(name, value))
+            else:
+                append((name, value))
         self._assert_valid_table_size()
         return headers
 
@@ -149,4 +155,13 @@ else:
     _compression_errors(h2)
 
 NAME: str = h2.__name__
-__all__ = ["NAME", "h2"]
+
+# The field type the chosen library's encoder keeps out of its compression context (RFC 7541 §7.1.3):
+# what a pod's never-indexed response field is handed to the client connection as.
+never_indexed: Callable[[bytes, bytes], tuple[bytes, bytes]] = (
+    importlib.import_module(f"{NAME}.stream").NeverIndexedHeaderTuple
+    if NAME == "jh2"
+    else hpack.NeverIndexedHeaderTuple
+)
+
+__all__ = ["NAME", "h2", "never_indexed"]

@@ -29,7 +29,7 @@ from activator.core.headers import (
 )
 from activator.io.exchange import Exchange
 from activator.io.h2base import H2Endpoint, ProxyH2Connection
-from activator.io.h2lib import NAME, h2, strict_decoder
+from activator.io.h2lib import h2, strict_decoder
 
 if TYPE_CHECKING:
     from activator.io.service import ServiceRuntime
@@ -207,8 +207,7 @@ class H2Ingress(H2Endpoint):
         )
         # The Settings above are current at once (not pending an ACK), so h2 never copies this one to
         # its HPACK decoder: set it there, or blocks over h2's default 64 KiB become a connection error.
-        if NAME != "h2":
-            self.conn.decoder = strict_decoder(self.conn.local_settings.header_table_size)
+        self.conn.decoder = strict_decoder(self.conn.local_settings.header_table_size)
         self.conn.decoder.max_header_list_size = HARD_HEADER_LIST_LIMIT
         self.exchanges: dict[int, Exchange] = {}
         self.closing = False

@@ -39,7 +39,7 @@ from jh2._hazmat import HPACKError as _HPACKError
 from jh2._hazmat import OversizedHeaderListError as _OversizedError
 
 from activator.core.headers import HeaderList, ResponseBlock, response_block
-from activator.io.h2lib import h2
+from activator.io.h2lib import h2, never_indexed
 
 # Event kinds.
 RESPONSE = 1
@@ -210,7 +210,9 @@ class PodH2Connection:
             stream.local_ended = end_stream
         if self._table_final != self._table_size or self._table_low != self._table_size:
             self._resize_table()
-        block = self._encoder.encode([(n, v, False) for n, v in headers])
+        # A field the client sent never-indexed arrives as hpack's NeverIndexedHeaderTuple; every
+        # other one is a plain tuple (RFC 7541 §7.1.3: it stays never-indexed on this hop too).
+        block = self._encoder.encode([(f[0], f[1], type(f) is not tuple) for f in headers])
         flags = _END_STREAM if end_stream else 0
         limit = self.max_outbound_frame_size
         if len(block) <= limit:
@@ -451,7 +453,7 @@ class PodH2Connection:
             self._stream_error(sid, STREAM_CLOSED, "HEADERS after END_STREAM", events)
             return
         trailers = stream.response_started
-        parsed = response_block(fields, trailers=trailers)
+        parsed = response_block(fields, trailers=trailers, never_indexed=never_indexed)
         if type(parsed) is str:
             self._stream_error(sid, PROTOCOL_ERROR, parsed, events)
             return
