@@ -161,6 +161,7 @@ class PodH2Connection:
         self._block: list[bytes] = []
         self._block_size = 0
         self.goaway_sent = False
+        self._broken = False  # a connection error was raised: nothing more is read
         # Our encoder's dynamic table: its size now, and the lowest and the last size the pod's
         # SETTINGS_HEADER_TABLE_SIZE allowed since the last block (never above the default 4096).
         self._table_size = _DEFAULT_TABLE
@@ -293,6 +294,8 @@ class PodH2Connection:
 
     def receive_data(self, data: bytes) -> list[tuple[Any, ...]]:
         """Parse every whole frame in ``data`` (plus what an earlier read left) into events."""
+        if self._broken:  # bytes that arrived before the transport closed
+            return []
         buf = self._buf + data if self._buf else data
         size = len(buf)
         pos = 0
@@ -349,6 +352,7 @@ class PodH2Connection:
                 # Unknown frame types are ignored (RFC 9113 §4.1).
         except PodConnectionError as exc:
             self._buf = b""
+            self._broken = True
             self.send_goaway(0, exc.code)  # last_stream_id: pods open no streams
             raise
         self._buf = buf[pos:] if pos < size else b""
