@@ -896,6 +896,17 @@ def test_connection_error_in_a_later_frame_of_the_same_read() -> None:
     assert [f[0] for f in output_frames(raw.client)] == [T_GOAWAY]
 
 
+def test_nothing_is_read_after_a_connection_error() -> None:
+    """Bytes that arrive between the error and the transport's close are not parsed: they would
+    start mid-frame and queue a second GOAWAY."""
+    raw = RawPod()
+    with pytest.raises(PodConnectionError):
+        raw.client.receive_data(frame(T_DATA, 0, 0, b"x"))
+    output_frames(raw.client)  # the GOAWAY
+    assert raw.client.receive_data(b"\x00\x00\x01garbage" + raw.headers(1, OK_200)) == []
+    assert output_frames(raw.client) == []
+
+
 # == byte-at-a-time reads ==========================================================================
 
 
