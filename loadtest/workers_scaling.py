@@ -167,7 +167,7 @@ def wait_ready(process: subprocess.Popen[bytes], port: int, path: str | None = N
             pass
         time.sleep(0.1)
     state = f"exited with code {process.returncode}" if process.poll() is not None else "timeout"
-    raise RuntimeError(f"{process.args}: port {port} not ready ({state})")
+    raise RuntimeError(f"{process.args!r}: port {port} not ready ({state})")
 
 
 def h2load(port: int, requests: int, args: argparse.Namespace, workdir: Path) -> tuple[float, int]:
