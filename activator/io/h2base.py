@@ -32,6 +32,14 @@ _FRAME_HEADER = struct.Struct(">HBBBL")
 
 
 _FrameBufferBase: Any = importlib.import_module(h2.__name__ + ".frame_buffer").FrameBuffer
+_STREAM_INPUTS: Any = importlib.import_module(h2.__name__ + ".stream").StreamInputs
+_STREAM_SEND_HEADERS = _STREAM_INPUTS.SEND_HEADERS
+_STREAM_SEND_END_STREAM = _STREAM_INPUTS.SEND_END_STREAM
+_STREAM_SEND_DATA = _STREAM_INPUTS.SEND_DATA
+_CONNECTION_SEND_HEADERS = h2.connection.ConnectionInputs.SEND_HEADERS
+_CONNECTION_SEND_DATA = h2.connection.ConnectionInputs.SEND_DATA
+# jh2's encoder takes (name, value, sensitive) triples; h2's (hpack) takes the fields as they are.
+_TRIPLES = bool(getattr(h2.connection, "ALTERNATIVE_HPACK", False))
 
 
 class _FrameBuffer(_FrameBufferBase):  # type: ignore[misc]
@@ -125,6 +133,94 @@ class ProxyH2Connection(h2.connection.H2Connection):
     @property
     def open_outbound_streams(self) -> int:
         return self._counted_open_streams()
+
+    def send_headers(  # type: ignore[override]  # the activator sends lists of byte pairs only
+        self,
+        stream_id: int,
+        headers: HeaderList,
+        end_stream: bool = False,
+        **priority: Any,
+    ) -> None:
+        """h2's ``send_headers`` for what the activator sends: a final response or trailers on a
+        stream the client opened. The same state machine inputs, in the same order (h2's checks and
+        state stay whole), but the block goes out as bytes, without HEADERS/CONTINUATION frame
+        objects and flag sets: a large share of the CPU of a small response. Anything else (a new
+        stream, priority fields, a 1xx response) takes h2's own path."""
+        stream = self.streams.get(stream_id)
+        first = headers[0] if headers else None
+        if (
+            stream is None
+            or priority
+            or first is None
+            or (first[0] == b":status" and first[1][:1] == b"1")
+        ):
+            super().send_headers(stream_id, headers, end_stream=end_stream, **priority)
+            return
+        self.state_machine.process_input(_CONNECTION_SEND_HEADERS)
+        machine = stream.state_machine
+        machine.process_input(_STREAM_SEND_HEADERS)
+        if _TRIPLES:  # jh2's compiled encoder: (name, value, never indexed)
+            block = self.encoder.encode([(f[0], f[1], type(f) is not tuple) for f in headers])
+        else:
+            block = self.encoder.encode(headers)
+        if end_stream:
+            machine.process_input(_STREAM_SEND_END_STREAM)
+        elif machine.trailers_sent:
+            raise h2.exceptions.ProtocolError("Trailers must have END_STREAM set.")
+        out = self._out
+        flags = 0x1 if end_stream else 0  # END_STREAM
+        limit = self.max_outbound_frame_size
+        size = len(block)
+        if size <= limit:
+            out.append(_FRAME_HEADER.pack(size >> 8, size & 0xFF, 0x1, flags | 0x4, stream_id))
+            out.append(block)
+            return
+        # RFC 9113 §6.10: HEADERS then CONTINUATION frames, END_HEADERS on the last.
+        out.append(_FRAME_HEADER.pack(limit >> 8, limit & 0xFF, 0x1, flags, stream_id))
+        out.append(block[:limit])
+        for offset in range(limit, size, limit):
+            piece = block[offset : offset + limit]
+            n = len(piece)
+            last = 0x4 if offset + limit >= size else 0
+            out.append(_FRAME_HEADER.pack(n >> 8, n & 0xFF, 0x9, last, stream_id))
+            out.append(piece)
+
+    def send_data(  # type: ignore[override]  # bytes only
+        self,
+        stream_id: int,
+        data: bytes,
+        end_stream: bool = False,
+        pad_length: Any = None,
+    ) -> None:
+        """h2's ``send_data`` without padding: the same checks, state machine inputs and window
+        accounting, the frame written as a 9-byte header plus the payload object itself."""
+        stream = self.streams.get(stream_id)
+        if stream is None or pad_length is not None:
+            super().send_data(stream_id, data, end_stream=end_stream, pad_length=pad_length)
+            return
+        size = len(data)
+        window = self.outbound_flow_control_window
+        if stream.outbound_flow_control_window < window:
+            window = stream.outbound_flow_control_window
+        if size > window:
+            raise h2.exceptions.FlowControlError(
+                f"Cannot send {size} bytes, flow control window is {window}."
+            )
+        if size > self.max_outbound_frame_size:
+            raise h2.exceptions.FrameTooLargeError(
+                f"Cannot send frame size {size}, max frame size is {self.max_outbound_frame_size}"
+            )
+        self.state_machine.process_input(_CONNECTION_SEND_DATA)
+        machine = stream.state_machine
+        machine.process_input(_STREAM_SEND_DATA)
+        if end_stream:
+            machine.process_input(_STREAM_SEND_END_STREAM)
+        stream.outbound_flow_control_window -= size
+        self.outbound_flow_control_window -= size
+        out = self._out
+        out.append(_FRAME_HEADER.pack(size >> 8, size & 0xFF, 0, 1 if end_stream else 0, stream_id))
+        if size:
+            out.append(data)
 
     def _prepare_for_sending(self, frames: list[Any]) -> None:
         out = self._out
