@@ -1,9 +1,10 @@
-"""The HTTP/2 state machine: python-hyper's ``h2``, or ``jh2`` - a fork with the same API and a
-compiled HPACK codec - when it is installed.
+"""The HTTP/2 state machine of client connections: python-hyper's ``h2``, or ``jh2`` - a fork with the
+same API and a compiled HPACK codec.
 
 ``ACTIVATOR_H2=h2`` or ``ACTIVATOR_H2=jh2`` forces one; the default takes jh2 when importable because it
 measured faster (see loadtest/RESULTS.md). Both are used through the same names: ``h2.events``,
-``h2.connection`` and so on.
+``h2.connection`` and so on. Pod connections do not use either state machine (see
+:mod:`activator.io.pod_h2`), only jh2's compiled HPACK codec.
 """
 
 from __future__ import annotations
