@@ -75,6 +75,12 @@ def _compression_errors(lib: ModuleType) -> None:
     connection._decode_headers = _decode_headers
 
 
+# Decoded "literal without indexing" fields with a static-table name, by their encoded bytes (shared by
+# every client connection of the process; bounded in count and, by the one-byte length, in size).
+_LITERALS: dict[bytes, tuple[bytes, bytes]] = {}
+_LITERALS_MAX = 4096
+
+
 class StrictDecoder(hpack.Decoder):
     """The reference HPACK decoder (python-hyper's hpack, which h2 uses), with a leaner main loop.
 
@@ -117,6 +123,26 @@ class StrictDecoder(hpack.Decoder):
                     raise hpack.HPACKDecodingError("table size update after a header field")
                 pos += self._update_encoding_context(view[pos:])
                 continue
+            elif first and first < 0x10 and first != 0x0F:
+                # Literal without indexing, name from the static table (RFC 7541 §6.2.2): a pure
+                # function of its bytes, so a repeat (nghttp2 clients - curl, h2load - send :path
+                # this way on every request) is looked up instead of Huffman-decoded in Python.
+                # Only one-byte lengths take this path; never-indexed fields are never cached.
+                length = data[pos + 1] if pos + 1 < end else 0xFF
+                if length & 0x7F != 0x7F:
+                    used = 2 + (length & 0x7F)
+                    key = data[pos : pos + used]
+                    known = _LITERALS.get(key)
+                    if known is None:
+                        (name, value), used = self._decode_literal_no_index(view[pos:])
+                        known = (bytes(name), bytes(value))
+                        if len(_LITERALS) >= _LITERALS_MAX:
+                            _LITERALS.clear()
+                        _LITERALS[key] = known
+                    name, value = known
+                else:
+                    (name, value), used = self._decode_literal_no_index(view[pos:])
+                pos += used
             else:
                 (name, value), used = self._decode_literal_no_index(view[pos:])
                 pos += used

@@ -8,9 +8,12 @@ from collections.abc import Callable
 
 import hpack
 import pytest
+from hpack.huffman import HuffmanEncoder
+from hpack.huffman_constants import REQUEST_CODES, REQUEST_CODES_LENGTH
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from activator.io import h2lib
 from activator.io.h2lib import StrictDecoder, h2, strict_decoder
 
 Fields = list[tuple[bytes, bytes]]
@@ -566,3 +569,40 @@ def test_connection_decodes_a_valid_block_with_the_strict_decoder() -> None:
         (b":scheme", b"http"),
         (b":path", b"/"),
     ]
+
+
+# == the cache of literal fields without indexing ===================================================
+
+
+def _huffman(value: bytes) -> bytes:
+    return bytes(HuffmanEncoder(REQUEST_CODES, REQUEST_CODES_LENGTH).encode(value))
+
+
+def test_repeated_literal_without_indexing_decodes_as_the_reference_does() -> None:
+    value = _huffman(b"/cached/path")
+    block = bytes([0x82, 0x04, 0x80 | len(value)]) + value  # :method GET, :path literal, no index
+    ours = h2lib.strict_decoder(4096)
+    reference = hpack.Decoder()
+    for _ in range(3):  # the first decodes and stores, the next ones are looked up
+        assert ours.decode(block) == [tuple(f) for f in reference.decode(block, raw=True)]
+    assert block[1:] in h2lib._LITERALS
+    # The dynamic table is untouched by such fields, on both sides.
+    assert len(ours.header_table.dynamic_entries) == 0
+
+
+def test_a_truncated_copy_of_a_stored_literal_is_still_rejected() -> None:
+    value = _huffman(b"/stored")
+    literal = bytes([0x04, 0x80 | len(value)]) + value
+    h2lib.strict_decoder(4096).decode(literal)
+    assert literal in h2lib._LITERALS
+    with pytest.raises(hpack.HPACKDecodingError):
+        h2lib.strict_decoder(4096).decode(literal[:-1])
+
+
+def test_never_indexed_literals_are_not_stored() -> None:
+    value = b"secret-token-value"
+    block = bytes([0x14, len(value)]) + value  # never indexed, name :path (static 4)
+    decoded = h2lib.strict_decoder(4096).decode(block)
+    assert decoded == [(b":path", value)]
+    assert type(decoded[0]) is hpack.NeverIndexedHeaderTuple
+    assert not any(value in key for key in h2lib._LITERALS)
