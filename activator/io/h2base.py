@@ -6,11 +6,11 @@ from __future__ import annotations
 
 import asyncio
 import importlib
-import struct
 from collections import deque
 from typing import TYPE_CHECKING, Any, Protocol, cast
 
 from activator.io.h2lib import h2
+from activator.io.h2wire import DATA, END_STREAM, append_frame, append_header_block
 
 if TYPE_CHECKING:
     from activator.core.headers import HeaderList
@@ -22,13 +22,10 @@ _Piece = tuple["Exchange", "bytes | HeaderList", int, bool]
 
 
 # The DATA frame class of whichever library h2lib chose (h2 uses hyperframe, jh2 its own copy).
-_DataFrame: Any = h2.connection.DataFrame  # type: ignore[attr-defined]
 # Connection-level credit is returned once this much piled up (the connection window is far larger).
 CONNECTION_CREDIT_BATCH = 256 * 1024
 # Closed streams linger in h2's stream table for at most this many new streams.
 _PRUNE_EVERY = 32
-# RFC 9113 §4.1 frame header: 24-bit length, type, flags, 31-bit stream id.
-_FRAME_HEADER = struct.Struct(">HBBBL")
 
 
 _FrameBufferBase: Any = importlib.import_module(h2.__name__ + ".frame_buffer").FrameBuffer
@@ -167,23 +164,7 @@ class ProxyH2Connection(h2.connection.H2Connection):
             machine.process_input(_STREAM_SEND_END_STREAM)
         elif machine.trailers_sent:
             raise h2.exceptions.ProtocolError("Trailers must have END_STREAM set.")
-        out = self._out
-        flags = 0x1 if end_stream else 0  # END_STREAM
-        limit = self.max_outbound_frame_size
-        size = len(block)
-        if size <= limit:
-            out.append(_FRAME_HEADER.pack(size >> 8, size & 0xFF, 0x1, flags | 0x4, stream_id))
-            out.append(block)
-            return
-        # RFC 9113 §6.10: HEADERS then CONTINUATION frames, END_HEADERS on the last.
-        out.append(_FRAME_HEADER.pack(limit >> 8, limit & 0xFF, 0x1, flags, stream_id))
-        out.append(block[:limit])
-        for offset in range(limit, size, limit):
-            piece = block[offset : offset + limit]
-            n = len(piece)
-            last = 0x4 if offset + limit >= size else 0
-            out.append(_FRAME_HEADER.pack(n >> 8, n & 0xFF, 0x9, last, stream_id))
-            out.append(piece)
+        append_header_block(self._out, stream_id, block, end_stream, self.max_outbound_frame_size)
 
     def send_data(  # type: ignore[override]  # bytes only
         self,
@@ -217,23 +198,12 @@ class ProxyH2Connection(h2.connection.H2Connection):
             machine.process_input(_STREAM_SEND_END_STREAM)
         stream.outbound_flow_control_window -= size
         self.outbound_flow_control_window -= size
-        out = self._out
-        out.append(_FRAME_HEADER.pack(size >> 8, size & 0xFF, 0, 1 if end_stream else 0, stream_id))
-        if size:
-            out.append(data)
+        append_frame(self._out, DATA, END_STREAM if end_stream else 0, stream_id, data)
 
     def _prepare_for_sending(self, frames: list[Any]) -> None:
-        out = self._out
-        for frame in frames:
-            if type(frame) is _DataFrame and not frame.pad_length:
-                data = frame.data
-                n = len(data)
-                flags = 1 if "END_STREAM" in frame.flags else 0
-                out.append(_FRAME_HEADER.pack(n >> 8, n & 0xFF, 0, flags, frame.stream_id))
-                if n:
-                    out.append(data)
-            else:
-                out.append(frame.serialize())
+        # What h2 itself still builds as frame objects: SETTINGS, WINDOW_UPDATE, RST_STREAM, PING,
+        # GOAWAY (DATA and HEADERS go through send_data/send_headers above).
+        self._out.extend(frame.serialize() for frame in frames)
 
     def pop_output(self) -> list[bytes]:
         """Everything queued for the peer, in order, as buffers to write."""

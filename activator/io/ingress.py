@@ -30,13 +30,13 @@ from activator.core.headers import (
 from activator.io.exchange import Exchange
 from activator.io.h2base import H2Endpoint, ProxyH2Connection
 from activator.io.h2lib import h2, strict_decoder
+from activator.io.h2wire import PREFACE
 
 if TYPE_CHECKING:
     from activator.io.service import ServiceRuntime
 
 log = logging.getLogger("activator.ingress")
 
-PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
 _NO_ERROR = h2.errors.ErrorCodes.NO_ERROR
 _PROTOCOL_ERROR = h2.errors.ErrorCodes.PROTOCOL_ERROR
 _REFUSED_STREAM = h2.errors.ErrorCodes.REFUSED_STREAM

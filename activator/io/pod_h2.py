@@ -40,6 +40,27 @@ from jh2._hazmat import OversizedHeaderListError as _OversizedError
 
 from activator.core.headers import HeaderList, ResponseBlock, response_block
 from activator.io.h2lib import h2, never_indexed
+from activator.io.h2wire import (
+    ACK,
+    CONTINUATION,
+    END_HEADERS,
+    END_STREAM,
+    FRAME_HEADER,
+    HEADERS,
+    PADDED,
+    PING,
+    PREFACE,
+    PRIORITY_FLAG,
+    PUSH_PROMISE,
+    RST_STREAM,
+    WINDOW_UPDATE,
+    append_frame,
+    append_header_block,
+)
+from activator.io.h2wire import DATA as DATA_FRAME
+from activator.io.h2wire import GOAWAY as GOAWAY_FRAME
+from activator.io.h2wire import PRIORITY as PRIORITY_FRAME
+from activator.io.h2wire import SETTINGS as SETTINGS_FRAME
 
 # Event kinds.
 RESPONSE = 1
@@ -63,17 +84,6 @@ CANCEL = 0x8
 COMPRESSION_ERROR = 0x9
 ENHANCE_YOUR_CALM = 0xB
 
-# Frame types (RFC 9113 §6) and flags.
-_DATA, _HEADERS, _PRIORITY, _RST_STREAM, _SETTINGS = 0x0, 0x1, 0x2, 0x3, 0x4
-_PUSH_PROMISE, _PING, _GOAWAY, _WINDOW_UPDATE, _CONTINUATION = 0x5, 0x6, 0x7, 0x8, 0x9
-_END_STREAM = 0x1
-_ACK = 0x1
-_END_HEADERS = 0x4
-_PADDED = 0x8
-_PRIORITY_FLAG = 0x20
-
-_PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
-_HEADER = struct.Struct(">HBBBL")  # 24-bit length as 16 + 8 bits, type, flags, stream id
 _U32 = struct.Struct(">L")
 _U32x2 = struct.Struct(">LL")
 _SETTING = struct.Struct(">HL")
@@ -181,12 +191,12 @@ class PodH2Connection:
                 _SETTING.pack(0x6, MAX_HEADER_LIST),  # MAX_HEADER_LIST_SIZE
             )
         )
-        self._out.append(_PREFACE)
-        self._frame(_SETTINGS, 0, 0, settings)
+        self._out.append(PREFACE)
+        self._frame(SETTINGS_FRAME, 0, 0, settings)
         grant = self._connection_window - _DEFAULT_WINDOW
         if grant > 0:
             self._recv_window += grant
-            self._frame(_WINDOW_UPDATE, 0, 0, _U32.pack(grant))
+            self._frame(WINDOW_UPDATE, 0, 0, _U32.pack(grant))
 
     def get_next_available_stream_id(self) -> int:
         sid = self._next_stream_id
@@ -214,16 +224,7 @@ class PodH2Connection:
         # A field the client sent never-indexed arrives as hpack's NeverIndexedHeaderTuple; every
         # other one is a plain tuple (RFC 7541 §7.1.3: it stays never-indexed on this hop too).
         block = self._encoder.encode([(f[0], f[1], type(f) is not tuple) for f in headers])
-        flags = _END_STREAM if end_stream else 0
-        limit = self.max_outbound_frame_size
-        if len(block) <= limit:
-            self._frame(_HEADERS, flags | _END_HEADERS, stream_id, block)
-        else:  # RFC 9113 §6.10: the rest of a large block follows in CONTINUATION frames
-            self._frame(_HEADERS, flags, stream_id, block[:limit])
-            for offset in range(limit, len(block), limit):
-                last = offset + limit >= len(block)
-                piece = block[offset : offset + limit]
-                self._frame(_CONTINUATION, _END_HEADERS if last else 0, stream_id, piece)
+        append_header_block(self._out, stream_id, block, end_stream, self.max_outbound_frame_size)
         if end_stream:
             self._maybe_close(stream_id, stream)
 
@@ -245,10 +246,7 @@ class PodH2Connection:
             raise h2.exceptions.FlowControlError(f"{n} bytes exceed the window or frame size")
         stream.send_window -= n
         self._send_window -= n
-        out = self._out
-        out.append(_HEADER.pack(n >> 8, n & 0xFF, _DATA, 1 if end_stream else 0, stream_id))
-        if n:
-            out.append(data)
+        append_frame(self._out, DATA_FRAME, END_STREAM if end_stream else 0, stream_id, data)
         if end_stream:
             stream.local_ended = True
             self._maybe_close(stream_id, stream)
@@ -259,7 +257,7 @@ class PodH2Connection:
     def reset_stream(self, stream_id: int, error_code: int) -> None:
         """Reset an open stream (a closed one needs no reset: nothing is sent)."""
         if self._streams.pop(stream_id, None) is not None:
-            self._frame(_RST_STREAM, 0, stream_id, _U32.pack(error_code))
+            self._frame(RST_STREAM, 0, stream_id, _U32.pack(error_code))
 
     def increment_flow_control_window(self, increment: int, stream_id: int | None = None) -> None:
         """Give the pod ``increment`` more bytes of window on the connection or on a stream."""
@@ -271,15 +269,15 @@ class PodH2Connection:
         else:
             stream_id = 0
             self._recv_window += increment
-        self._frame(_WINDOW_UPDATE, 0, stream_id, _U32.pack(increment))
+        self._frame(WINDOW_UPDATE, 0, stream_id, _U32.pack(increment))
 
     def ping(self, opaque: bytes) -> None:
-        self._frame(_PING, 0, 0, opaque)
+        self._frame(PING, 0, 0, opaque)
 
     def send_goaway(self, last_stream_id: int = 0, error_code: int = NO_ERROR) -> None:
         """Tell the pod we are done (pods open no streams, so ``last_stream_id`` is 0)."""
         self.goaway_sent = True
-        self._frame(_GOAWAY, 0, 0, _U32x2.pack(last_stream_id, error_code))
+        self._frame(GOAWAY_FRAME, 0, 0, _U32x2.pack(last_stream_id, error_code))
 
     def pop_output(self) -> list[bytes]:
         out = self._out
@@ -300,7 +298,7 @@ class PodH2Connection:
         size = len(buf)
         pos = 0
         events: list[tuple[Any, ...]] = []
-        unpack = _HEADER.unpack_from
+        unpack = FRAME_HEADER.unpack_from
         try:
             while size - pos >= 9:
                 hi, lo, ftype, flags, sid = unpack(buf, pos)
@@ -313,41 +311,41 @@ class PodH2Connection:
                 payload = buf[pos + 9 : end]
                 pos = end
                 sid &= _MAX_WINDOW
-                if self._block_sid and ftype != _CONTINUATION:
+                if self._block_sid and ftype != CONTINUATION:
                     raise _bad(PROTOCOL_ERROR, "header block interrupted (RFC 9113 §6.10)")
-                if ftype == _DATA:
+                if ftype == DATA_FRAME:
                     self._on_data(sid, flags, payload, events)
-                elif ftype == _HEADERS:
+                elif ftype == HEADERS:
                     self._on_headers(sid, flags, payload, events)
-                elif ftype == _CONTINUATION:
+                elif ftype == CONTINUATION:
                     self._on_continuation(sid, flags, payload, events)
-                elif ftype == _WINDOW_UPDATE:
+                elif ftype == WINDOW_UPDATE:
                     self._on_window_update(sid, payload, events)
-                elif ftype == _RST_STREAM:
+                elif ftype == RST_STREAM:
                     self._on_rst_stream(sid, payload, events)
-                elif ftype == _SETTINGS:
+                elif ftype == SETTINGS_FRAME:
                     self._on_settings(sid, flags, payload, events)
-                elif ftype == _PING:
+                elif ftype == PING:
                     if sid:
                         raise _bad(PROTOCOL_ERROR, "PING on a stream")
                     if length != 8:
                         raise _bad(FRAME_SIZE_ERROR, "PING payload is not 8 bytes")
-                    if not flags & _ACK:
-                        self._frame(_PING, _ACK, 0, payload)
-                elif ftype == _GOAWAY:
+                    if not flags & ACK:
+                        self._frame(PING, ACK, 0, payload)
+                elif ftype == GOAWAY_FRAME:
                     if sid:
                         raise _bad(PROTOCOL_ERROR, "GOAWAY on a stream")
                     if length < 8:
                         raise _bad(FRAME_SIZE_ERROR, "GOAWAY shorter than 8 bytes")
                     last, code = _U32x2.unpack_from(payload)
                     events.append((GOAWAY, last & _MAX_WINDOW, code))
-                elif ftype == _PRIORITY:
+                elif ftype == PRIORITY_FRAME:
                     if not sid:
                         raise _bad(PROTOCOL_ERROR, "PRIORITY on stream 0")
                     if length != 5 and sid in self._streams:
                         reason = "PRIORITY payload is not 5 bytes"
                         self._stream_error(sid, FRAME_SIZE_ERROR, reason, events)
-                elif ftype == _PUSH_PROMISE:
+                elif ftype == PUSH_PROMISE:
                     raise _bad(PROTOCOL_ERROR, "PUSH_PROMISE, but push is disabled")
                 # Unknown frame types are ignored (RFC 9113 §4.1).
         except PodConnectionError as exc:
@@ -376,9 +374,9 @@ class PodH2Connection:
         self._recv_window -= flow_len
         if self._recv_window < 0:
             raise _bad(FLOW_CONTROL_ERROR, "DATA beyond the connection window")
-        if flags & _PADDED:
+        if flags & PADDED:
             payload = _unpad(payload)
-        end = bool(flags & _END_STREAM)
+        end = bool(flags & END_STREAM)
         if stream is None:  # closed: only the connection credit matters
             events.append((DATA, sid, b"", flow_len, False))
             return
@@ -408,14 +406,14 @@ class PodH2Connection:
         self, sid: int, flags: int, payload: bytes, events: list[tuple[Any, ...]]
     ) -> None:
         self._known(sid, "HEADERS")
-        if flags & _PADDED:
+        if flags & PADDED:
             payload = _unpad(payload)
-        if flags & _PRIORITY_FLAG:
+        if flags & PRIORITY_FLAG:
             if len(payload) < 5:
                 raise _bad(FRAME_SIZE_ERROR, "HEADERS too short for its priority fields")
             payload = payload[5:]
-        end = bool(flags & _END_STREAM)
-        if flags & _END_HEADERS:
+        end = bool(flags & END_STREAM)
+        if flags & END_HEADERS:
             self._on_block(sid, end, payload, events)
         else:
             self._block_sid = sid
@@ -432,7 +430,7 @@ class PodH2Connection:
         self._block_size += len(payload)
         if self._block_size > _MAX_BLOCK:
             raise _bad(ENHANCE_YOUR_CALM, "header block too large")
-        if flags & _END_HEADERS:
+        if flags & END_HEADERS:
             block = b"".join(self._block)
             self._block_sid = 0
             self._block = []
@@ -525,7 +523,7 @@ class PodH2Connection:
     ) -> None:
         if sid:
             raise _bad(PROTOCOL_ERROR, "SETTINGS on a stream")
-        if flags & _ACK:
+        if flags & ACK:
             if payload:
                 raise _bad(FRAME_SIZE_ERROR, "SETTINGS ACK with a payload")
             return
@@ -562,7 +560,7 @@ class PodH2Connection:
             # MAX_HEADER_LIST_SIZE is advisory; unknown settings are ignored (RFC 9113 §6.5.2).
         if max_streams is not None:
             self.peer_max_streams = max_streams
-        self._frame(_SETTINGS, _ACK, 0, b"")
+        self._frame(SETTINGS_FRAME, ACK, 0, b"")
         first = not self._settings_seen
         self._settings_seen = True
         events.append((SETTINGS, first, max_streams, window_changed))
@@ -574,7 +572,7 @@ class PodH2Connection:
     ) -> None:
         """RFC 9113 §5.4.2: reset this stream only, and say why."""
         self._streams.pop(sid, None)
-        self._frame(_RST_STREAM, 0, sid, _U32.pack(code))
+        self._frame(RST_STREAM, 0, sid, _U32.pack(code))
         if flow_len:  # the DATA that caused it still used connection window: return it
             events.append((DATA, sid, b"", flow_len, False))
         events.append((STREAM_ERROR, sid, code, reason))
@@ -602,10 +600,7 @@ class PodH2Connection:
         self._table_low = self._table_final
 
     def _frame(self, ftype: int, flags: int, sid: int, payload: bytes) -> None:
-        n = len(payload)
-        self._out.append(_HEADER.pack(n >> 8, n & 0xFF, ftype, flags, sid))
-        if n:
-            self._out.append(payload)
+        append_frame(self._out, ftype, flags, sid, payload)
 
 
 def _unpad(payload: bytes) -> bytes:
