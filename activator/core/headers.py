@@ -225,11 +225,6 @@ def trailers_error(fields: HeaderList) -> str | None:
     return malformed_field(fields)
 
 
-def header_list_size(headers: Iterable[Header]) -> int:
-    """Size as SETTINGS_MAX_HEADER_LIST_SIZE counts it: name + value + 32 per field (RFC 9113 §6.5.2)."""
-    return sum(len(n) + len(v) + 32 for n, v in headers)
-
-
 def is_grpc(content_type: bytes | None) -> bool:
     """True for ``application/grpc`` and its ``+proto``/``+json`` variants."""
     return content_type is not None and content_type.startswith(GRPC_CONTENT_TYPE)

@@ -10,7 +10,6 @@ from activator.core.headers import (
     error_response,
     forward_request,
     forward_response,
-    header_list_size,
     is_grpc,
 )
 
@@ -97,10 +96,6 @@ def test_no_hop_by_hop_field_ever_survives(extra: list[tuple[bytes, bytes]]) -> 
     assert not any(n in HOP_BY_HOP for n, _ in out)
     assert sum(1 for n, _ in out if n == b":authority") == 1
     assert out[0][0].startswith(b":")
-
-
-def test_header_list_size_counts_32_bytes_overhead() -> None:
-    assert header_list_size([(b"ab", b"cde")]) == 37
 
 
 def test_grpc_content_types() -> None:
