@@ -206,19 +206,19 @@ def _death_signal_prefix() -> list[str]:
 
 
 class Process:
-    """One process started by the harness, pinned to one core."""
+    """One process started by the harness, pinned to one core (``core=None``: not pinned)."""
 
     def __init__(
         self,
         name: str,
         argv: Sequence[str],
         log_path: Path,
-        core: int,
+        core: int | None,
         env: dict[str, str] | None = None,
         cwd: Path | None = None,
     ) -> None:
         self.name = name
-        self.argv = ["taskset", "-c", str(core), *argv]
+        self.argv = ["taskset", "-c", str(core), *argv] if core is not None else list(argv)
         self.log_path = log_path
         self._log = open(log_path, "ab")  # noqa: SIM115 - closed in stop()
         self._log.write(f"\n### {shlex.join(self.argv)}\n".encode())
@@ -298,7 +298,7 @@ class ProcessRegistry:
         name: str,
         argv: Sequence[str],
         log_path: Path,
-        core: int,
+        core: int | None,
         env: dict[str, str] | None = None,
         cwd: Path | None = None,
     ) -> Process:

@@ -14,10 +14,8 @@ from __future__ import annotations
 import argparse
 import math
 import os
-import shutil
 import signal
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -32,7 +30,7 @@ if __package__ in (None, ""):
 
 from loadtest.h2load import run_h2load
 from loadtest.pods import write_static_files
-from loadtest.procs import HOST, PortAllocator, port_accepts
+from loadtest.procs import HOST, PortAllocator, Process, ProcessRegistry, port_accepts
 
 WORKER_COUNTS = (1, 2)
 TARGET_RATIO = 1.8
@@ -115,48 +113,10 @@ def render_report(results: Sequence[RoundResult], facts: Facts, args: argparse.N
     return "\n".join(lines) + "\n"
 
 
-class Processes:
-    """Processes started unpinned, each in its own session, killed if this script dies."""
-
-    def __init__(self, workdir: Path) -> None:
-        self.workdir = workdir
-        self.started: list[subprocess.Popen[bytes]] = []
-        setpriv = shutil.which("setpriv")
-        self.prefix = [setpriv, "--pdeathsig", "KILL", "--"] if setpriv else []
-
-    def start(self, name: str, argv: list[str]) -> subprocess.Popen[bytes]:
-        with open(self.workdir / f"{name}.log", "ab") as log:
-            process = subprocess.Popen(
-                [*self.prefix, *argv],
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL,
-                start_new_session=True,
-            )
-        self.started.append(process)
-        return process
-
-    def stop(self, process: subprocess.Popen[bytes]) -> None:
-        if process.poll() is None:
-            process.send_signal(signal.SIGTERM)
-            try:
-                process.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                # Still unreaped, so the process group (its own session: workers too) is ours.
-                os.killpg(process.pid, signal.SIGKILL)
-                process.wait(timeout=5)
-        if process in self.started:
-            self.started.remove(process)
-
-    def stop_all(self) -> None:
-        while self.started:
-            self.stop(self.started[-1])
-
-
-def wait_ready(process: subprocess.Popen[bytes], port: int, path: str | None = None) -> None:
+def wait_ready(process: Process, port: int, path: str | None = None) -> None:
     """Until `port` accepts (and GET `path` answers 2xx, if given); raise if it exits or stalls."""
     deadline = time.monotonic() + 30
-    while process.poll() is None and time.monotonic() < deadline:
+    while process.running() and time.monotonic() < deadline:
         try:
             if path is None and port_accepts(port):
                 return
@@ -166,8 +126,9 @@ def wait_ready(process: subprocess.Popen[bytes], port: int, path: str | None = N
         except OSError:
             pass
         time.sleep(0.1)
-    state = f"exited with code {process.returncode}" if process.poll() is not None else "timeout"
-    raise RuntimeError(f"{process.args!r}: port {port} not ready ({state})")
+    code = process.popen.poll()
+    state = f"exited with code {code}" if code is not None else "timeout"
+    raise RuntimeError(f"{process.argv!r}: port {port} not ready ({state})")
 
 
 def h2load(port: int, requests: int, args: argparse.Namespace, workdir: Path) -> tuple[float, int]:
@@ -179,23 +140,25 @@ def h2load(port: int, requests: int, args: argparse.Namespace, workdir: Path) ->
     return result.requests_per_s, result.not_ok
 
 
-def measure(args: argparse.Namespace, workdir: Path, procs: Processes) -> list[RoundResult]:
+def measure(args: argparse.Namespace, workdir: Path, procs: ProcessRegistry) -> list[RoundResult]:
     ports = PortAllocator()
     write_static_files(docroot := workdir / "www")
     upstreams: list[str] = []
     for index in range(2):
         port = ports.take()
         argv = ["nghttpd", "--no-tls", "-a", HOST, "-d", str(docroot), str(port)]
-        wait_ready(procs.start(f"nghttpd-{index + 1}", argv), port)
+        name = f"nghttpd-{index + 1}"
+        wait_ready(procs.start(name, argv, workdir / f"{name}.log", core=None), port)
         upstreams += ["--upstream", f"h2c://{HOST}:{port}"]
     results: list[RoundResult] = []
     for round_number in range(1, args.rounds + 1):
         for workers in WORKER_COUNTS:
             listen, admin = ports.take(), ports.take()
             argv = ["activator", "serve", "--workers", str(workers), "--listen", f"{HOST}:{listen}"]
-            proxy = procs.start(
-                f"activator-{listen}", [*argv, "--admin", f"{HOST}:{admin}", *upstreams]
-            )
+            name = f"activator-{listen}"
+            argv += ["--admin", f"{HOST}:{admin}", *upstreams]
+            # Not pinned: the point is to use every core (the harness pins the proxy to one).
+            proxy = procs.start(name, argv, workdir / f"{name}.log", core=None)
             try:
                 wait_ready(proxy, admin, "/readyz")
                 wait_ready(proxy, listen)
@@ -213,7 +176,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # run the finally blocks
     before = os.getloadavg()
     with tempfile.TemporaryDirectory(prefix="activator-workers-") as tmp:
-        procs = Processes(Path(tmp))
+        procs = ProcessRegistry()
         try:
             results = measure(args, Path(tmp), procs)
         except (RuntimeError, OSError) as err:

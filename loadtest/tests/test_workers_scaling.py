@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 
+from loadtest.procs import ProcessRegistry
 from loadtest.workers_scaling import (
     Facts,
-    Processes,
     RoundResult,
     build_parser,
     medians,
@@ -67,10 +67,11 @@ def test_a_ratio_just_below_the_target_is_not_shown_as_met() -> None:
 
 
 def test_processes_are_stopped_and_an_exited_one_is_reported(tmp_path: Path) -> None:
-    procs = Processes(tmp_path)
-    sleeper = procs.start("sleeper", ["sleep", "60"])
+    procs = ProcessRegistry()
+    sleeper = procs.start("sleeper", ["sleep", "60"], tmp_path / "sleeper.log", core=None)
+    quitter = procs.start("quitter", ["true"], tmp_path / "quitter.log", core=None)
     with pytest.raises(RuntimeError, match="exited with code 0"):
-        wait_ready(procs.start("quitter", ["true"]), port=1)
+        wait_ready(quitter, port=1)
     procs.stop_all()
-    assert sleeper.returncode is not None
-    assert not procs.started
+    assert sleeper.popen.returncode is not None
+    assert not len(procs)
