@@ -179,7 +179,7 @@ def request_head(fields: Iterable[Header]) -> RequestHead | str:
                 return "conflicting Host fields"
             host = value
         elif name == b"content-type":
-            grpc = value.startswith(GRPC_CONTENT_TYPE)
+            grpc = is_grpc(value)
         elif name == b"cookie":
             if cookies is None:
                 cookies = [value]
