@@ -123,28 +123,8 @@ class StrictDecoder(hpack.Decoder):
                     raise hpack.HPACKDecodingError("table size update after a header field")
                 pos += self._update_encoding_context(view[pos:])
                 continue
-            elif first and first < 0x10 and first != 0x0F:
-                # Literal without indexing, name from the static table (RFC 7541 §6.2.2): a pure
-                # function of its bytes, so a repeat (nghttp2 clients - curl, h2load - send :path
-                # this way on every request) is looked up instead of Huffman-decoded in Python.
-                # Only one-byte lengths take this path; never-indexed fields are never cached.
-                length = data[pos + 1] if pos + 1 < end else 0xFF
-                if length & 0x7F != 0x7F:
-                    used = 2 + (length & 0x7F)
-                    key = data[pos : pos + used]
-                    known = _LITERALS.get(key)
-                    if known is None:
-                        (name, value), used = self._decode_literal_no_index(view[pos:])
-                        known = (bytes(name), bytes(value))
-                        if len(_LITERALS) >= _LITERALS_MAX:
-                            _LITERALS.clear()
-                        _LITERALS[key] = known
-                    name, value = known
-                else:
-                    (name, value), used = self._decode_literal_no_index(view[pos:])
-                pos += used
-            else:
-                (name, value), used = self._decode_literal_no_index(view[pos:])
+            else:  # literal without indexing, or never indexed (RFC 7541 §6.2.2, §6.2.3)
+                (name, value), used = self._literal(data, view, pos)
                 pos += used
             if type(name) is not bytes:
                 name = bytes(name)
@@ -159,6 +139,26 @@ class StrictDecoder(hpack.Decoder):
                 append((name, value))
         self._assert_valid_table_size()
         return headers
+
+    def _literal(self, data: bytes, view: memoryview, pos: int) -> tuple[tuple[bytes, bytes], int]:
+        # A literal without indexing whose name is in the static table is a pure function of its
+        # bytes, so a repeat (nghttp2 clients - curl, h2load - send :path this way on every request)
+        # is looked up instead of Huffman-decoded in Python again. Only one-byte lengths qualify;
+        # never-indexed fields (0x1_) are never stored.
+        first = data[pos]
+        length = data[pos + 1] & 0x7F if pos + 1 < len(data) else 0x7F
+        if not 0 < first < 0x0F or length == 0x7F:
+            field, used = self._decode_literal_no_index(view[pos:])
+            return field, used
+        key = data[pos : pos + 2 + length]
+        known = _LITERALS.get(key)
+        if known is None:
+            (name, value), used = self._decode_literal_no_index(view[pos:])
+            known = (bytes(name), bytes(value))
+            if len(_LITERALS) >= _LITERALS_MAX:
+                _LITERALS.clear()
+            _LITERALS[key] = known
+        return known, 2 + length
 
 
 def strict_decoder(table_size: int) -> hpack.Decoder:
