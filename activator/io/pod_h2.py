@@ -131,18 +131,13 @@ class _Stream:
     def __init__(self, send_window: int, recv_window: int, head: bool, local_ended: bool) -> None:
         self.send_window = send_window
         self.recv_window = recv_window
-        self.head = (
-            head  # a HEAD request: content-length does not describe a body (RFC 9110 §9.3.2)
-        )
+        # A HEAD request: content-length does not describe a body (RFC 9110 §9.3.2).
+        self.head = head
         self.local_ended = local_ended
         self.remote_ended = False
         self.response_started = False
         # Body bytes the response's content-length still owes; -1 when it declared none.
         self.remaining = -1
-
-
-def _bad(code: int, message: str) -> PodConnectionError:
-    return PodConnectionError(code, message)
 
 
 class PodH2Connection:
@@ -304,7 +299,9 @@ class PodH2Connection:
                 hi, lo, ftype, flags, sid = unpack(buf, pos)
                 length = (hi << 8) | lo
                 if length > MAX_INBOUND_FRAME:
-                    raise _bad(FRAME_SIZE_ERROR, f"{length}-byte frame over our maximum")
+                    raise PodConnectionError(
+                        FRAME_SIZE_ERROR, f"{length}-byte frame over our maximum"
+                    )
                 end = pos + 9 + length
                 if end > size:
                     break
@@ -312,7 +309,9 @@ class PodH2Connection:
                 pos = end
                 sid &= _MAX_WINDOW
                 if self._block_sid and ftype != CONTINUATION:
-                    raise _bad(PROTOCOL_ERROR, "header block interrupted (RFC 9113 §6.10)")
+                    raise PodConnectionError(
+                        PROTOCOL_ERROR, "header block interrupted (RFC 9113 §6.10)"
+                    )
                 if ftype == DATA_FRAME:
                     self._on_data(sid, flags, payload, events)
                 elif ftype == HEADERS:
@@ -327,26 +326,26 @@ class PodH2Connection:
                     self._on_settings(sid, flags, payload, events)
                 elif ftype == PING:
                     if sid:
-                        raise _bad(PROTOCOL_ERROR, "PING on a stream")
+                        raise PodConnectionError(PROTOCOL_ERROR, "PING on a stream")
                     if length != 8:
-                        raise _bad(FRAME_SIZE_ERROR, "PING payload is not 8 bytes")
+                        raise PodConnectionError(FRAME_SIZE_ERROR, "PING payload is not 8 bytes")
                     if not flags & ACK:
                         self._frame(PING, ACK, 0, payload)
                 elif ftype == GOAWAY_FRAME:
                     if sid:
-                        raise _bad(PROTOCOL_ERROR, "GOAWAY on a stream")
+                        raise PodConnectionError(PROTOCOL_ERROR, "GOAWAY on a stream")
                     if length < 8:
-                        raise _bad(FRAME_SIZE_ERROR, "GOAWAY shorter than 8 bytes")
+                        raise PodConnectionError(FRAME_SIZE_ERROR, "GOAWAY shorter than 8 bytes")
                     last, code = _U32x2.unpack_from(payload)
                     events.append((GOAWAY, last & _MAX_WINDOW, code))
                 elif ftype == PRIORITY_FRAME:
                     if not sid:
-                        raise _bad(PROTOCOL_ERROR, "PRIORITY on stream 0")
+                        raise PodConnectionError(PROTOCOL_ERROR, "PRIORITY on stream 0")
                     if length != 5 and sid in self._streams:
                         reason = "PRIORITY payload is not 5 bytes"
                         self._stream_error(sid, FRAME_SIZE_ERROR, reason, events)
                 elif ftype == PUSH_PROMISE:
-                    raise _bad(PROTOCOL_ERROR, "PUSH_PROMISE, but push is disabled")
+                    raise PodConnectionError(PROTOCOL_ERROR, "PUSH_PROMISE, but push is disabled")
                 # Unknown frame types are ignored (RFC 9113 §4.1).
         except PodConnectionError as exc:
             self._buf = b""
@@ -363,9 +362,9 @@ class PodH2Connection:
         if stream is not None:
             return stream
         if not sid:
-            raise _bad(PROTOCOL_ERROR, f"{what} on stream 0")
+            raise PodConnectionError(PROTOCOL_ERROR, f"{what} on stream 0")
         if not sid & 1 or sid >= self._next_stream_id:
-            raise _bad(PROTOCOL_ERROR, f"{what} on idle stream {sid}")
+            raise PodConnectionError(PROTOCOL_ERROR, f"{what} on idle stream {sid}")
         return None
 
     def _on_data(self, sid: int, flags: int, payload: bytes, events: list[tuple[Any, ...]]) -> None:
@@ -373,7 +372,7 @@ class PodH2Connection:
         stream = self._known(sid, "DATA")
         self._recv_window -= flow_len
         if self._recv_window < 0:
-            raise _bad(FLOW_CONTROL_ERROR, "DATA beyond the connection window")
+            raise PodConnectionError(FLOW_CONTROL_ERROR, "DATA beyond the connection window")
         if flags & PADDED:
             payload = _unpad(payload)
         end = bool(flags & END_STREAM)
@@ -410,7 +409,9 @@ class PodH2Connection:
             payload = _unpad(payload)
         if flags & PRIORITY_FLAG:
             if len(payload) < 5:
-                raise _bad(FRAME_SIZE_ERROR, "HEADERS too short for its priority fields")
+                raise PodConnectionError(
+                    FRAME_SIZE_ERROR, "HEADERS too short for its priority fields"
+                )
             payload = payload[5:]
         end = bool(flags & END_STREAM)
         if flags & END_HEADERS:
@@ -425,11 +426,13 @@ class PodH2Connection:
         self, sid: int, flags: int, payload: bytes, events: list[tuple[Any, ...]]
     ) -> None:
         if not self._block_sid or sid != self._block_sid:
-            raise _bad(PROTOCOL_ERROR, "CONTINUATION without a header block to continue")
+            raise PodConnectionError(
+                PROTOCOL_ERROR, "CONTINUATION without a header block to continue"
+            )
         self._block.append(payload)
         self._block_size += len(payload)
         if self._block_size > _MAX_BLOCK:
-            raise _bad(ENHANCE_YOUR_CALM, "header block too large")
+            raise PodConnectionError(ENHANCE_YOUR_CALM, "header block too large")
         if flags & END_HEADERS:
             block = b"".join(self._block)
             self._block_sid = 0
@@ -441,13 +444,15 @@ class PodH2Connection:
         try:
             fields = self._decoder.decode(block, raw=True)
         except _OversizedError as exc:
-            raise _bad(ENHANCE_YOUR_CALM, f"header list too large: {exc}") from None
+            raise PodConnectionError(ENHANCE_YOUR_CALM, f"header list too large: {exc}") from None
         except (_HPACKError, ValueError, IndexError, TypeError) as exc:
-            raise _bad(COMPRESSION_ERROR, f"undecodable field block: {exc}") from None
+            raise PodConnectionError(COMPRESSION_ERROR, f"undecodable field block: {exc}") from None
         except BaseException as exc:  # the compiled decoder panics on some truncated input
             if isinstance(exc, (KeyboardInterrupt, SystemExit, MemoryError)):
                 raise
-            raise _bad(COMPRESSION_ERROR, f"undecodable field block: {exc!r}") from None
+            raise PodConnectionError(
+                COMPRESSION_ERROR, f"undecodable field block: {exc!r}"
+            ) from None
         stream = self._streams.get(sid)
         if stream is None:
             return
@@ -488,14 +493,14 @@ class PodH2Connection:
 
     def _on_window_update(self, sid: int, payload: bytes, events: list[tuple[Any, ...]]) -> None:
         if len(payload) != 4:
-            raise _bad(FRAME_SIZE_ERROR, "WINDOW_UPDATE payload is not 4 bytes")
+            raise PodConnectionError(FRAME_SIZE_ERROR, "WINDOW_UPDATE payload is not 4 bytes")
         increment = _U32.unpack(payload)[0] & _MAX_WINDOW
         if not sid:
             if not increment:
-                raise _bad(PROTOCOL_ERROR, "WINDOW_UPDATE of 0 on the connection")
+                raise PodConnectionError(PROTOCOL_ERROR, "WINDOW_UPDATE of 0 on the connection")
             self._send_window += increment
             if self._send_window > _MAX_WINDOW:
-                raise _bad(FLOW_CONTROL_ERROR, "connection window above 2^31-1")
+                raise PodConnectionError(FLOW_CONTROL_ERROR, "connection window above 2^31-1")
             events.append((WINDOW, 0))
             return
         stream = self._known(sid, "WINDOW_UPDATE")
@@ -512,7 +517,7 @@ class PodH2Connection:
 
     def _on_rst_stream(self, sid: int, payload: bytes, events: list[tuple[Any, ...]]) -> None:
         if len(payload) != 4:
-            raise _bad(FRAME_SIZE_ERROR, "RST_STREAM payload is not 4 bytes")
+            raise PodConnectionError(FRAME_SIZE_ERROR, "RST_STREAM payload is not 4 bytes")
         if self._known(sid, "RST_STREAM") is None:
             return
         del self._streams[sid]
@@ -522,13 +527,13 @@ class PodH2Connection:
         self, sid: int, flags: int, payload: bytes, events: list[tuple[Any, ...]]
     ) -> None:
         if sid:
-            raise _bad(PROTOCOL_ERROR, "SETTINGS on a stream")
+            raise PodConnectionError(PROTOCOL_ERROR, "SETTINGS on a stream")
         if flags & ACK:
             if payload:
-                raise _bad(FRAME_SIZE_ERROR, "SETTINGS ACK with a payload")
+                raise PodConnectionError(FRAME_SIZE_ERROR, "SETTINGS ACK with a payload")
             return
         if len(payload) % 6:
-            raise _bad(FRAME_SIZE_ERROR, "SETTINGS payload not a multiple of 6 bytes")
+            raise PodConnectionError(FRAME_SIZE_ERROR, "SETTINGS payload not a multiple of 6 bytes")
         max_streams: int | None = None
         window_changed = False
         for offset in range(0, len(payload), 6):
@@ -539,12 +544,14 @@ class PodH2Connection:
                 self._table_low = min(self._table_low, size)
             elif key == 0x2:
                 if value:  # RFC 9113 §6.5.2: a server never enables push
-                    raise _bad(PROTOCOL_ERROR, f"ENABLE_PUSH of {value} from a server")
+                    raise PodConnectionError(
+                        PROTOCOL_ERROR, f"ENABLE_PUSH of {value} from a server"
+                    )
             elif key == 0x3:
                 max_streams = value
             elif key == 0x4:
                 if value > _MAX_WINDOW:
-                    raise _bad(FLOW_CONTROL_ERROR, f"INITIAL_WINDOW_SIZE of {value}")
+                    raise PodConnectionError(FLOW_CONTROL_ERROR, f"INITIAL_WINDOW_SIZE of {value}")
                 delta = value - self._peer_initial_window
                 self._peer_initial_window = value
                 if delta:  # RFC 9113 §6.9.2: every open stream's window moves by the difference
@@ -552,10 +559,12 @@ class PodH2Connection:
                     for stream in self._streams.values():
                         stream.send_window += delta
                         if stream.send_window > _MAX_WINDOW:
-                            raise _bad(FLOW_CONTROL_ERROR, "a stream window above 2^31-1")
+                            raise PodConnectionError(
+                                FLOW_CONTROL_ERROR, "a stream window above 2^31-1"
+                            )
             elif key == 0x5:
                 if not _DEFAULT_FRAME <= value <= (1 << 24) - 1:
-                    raise _bad(PROTOCOL_ERROR, f"MAX_FRAME_SIZE of {value}")
+                    raise PodConnectionError(PROTOCOL_ERROR, f"MAX_FRAME_SIZE of {value}")
                 self.max_outbound_frame_size = value
             # MAX_HEADER_LIST_SIZE is advisory; unknown settings are ignored (RFC 9113 §6.5.2).
         if max_streams is not None:
@@ -605,8 +614,8 @@ class PodH2Connection:
 
 def _unpad(payload: bytes) -> bytes:
     if not payload:
-        raise _bad(PROTOCOL_ERROR, "padded frame without a pad length")
+        raise PodConnectionError(PROTOCOL_ERROR, "padded frame without a pad length")
     pad = payload[0]
     if pad >= len(payload):
-        raise _bad(PROTOCOL_ERROR, "padding longer than the frame (RFC 9113 §6.1)")
+        raise PodConnectionError(PROTOCOL_ERROR, "padding longer than the frame (RFC 9113 §6.1)")
     return payload[1 : len(payload) - pad]
