@@ -3,23 +3,38 @@
 Two kinds of series:
 
 * Per-request counters and histograms (requests by code and protocol, request duration, queue
-  wait) are updated when an exchange finishes. Their label children are resolved once per service
-  (and once per status code and protocol seen), so the per-request cost is a dict lookup and two
-  or three observations, with no string formatting.
+  wait) are plain integers and bucket lists of the service, updated when an exchange finishes:
+  a dict lookup, two bisects and a few additions, with no lock (only the event loop's thread
+  touches them) and no string formatting. prometheus-client's ``Counter`` and ``Histogram`` take
+  a lock per update and walk the buckets in Python: 2.5 µs per request against 0.7 here.
 * Everything that is a level (in flight, queue, pods, upstream connections) or already counted by
-  the data path (GOAWAYs, replays) is read from the services when Prometheus scrapes, by a custom
-  collector, so the data path never touches a gauge.
+  the data path (GOAWAYs, replays) is read from the services when Prometheus scrapes.
+
+Both are exported by collectors at scrape time, sample for sample what prometheus-client's own
+``Counter`` and ``Histogram`` would export (``_total``, ``_created``, cumulative ``_bucket``,
+``_count``, ``_sum``).
 """
 
 from __future__ import annotations
 
+import time
+from bisect import bisect_left
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Final
+from typing import TYPE_CHECKING, Final, cast
 
-from prometheus_client import CollectorRegistry, Counter, Histogram
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client import CollectorRegistry
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    Metric,
+)
 from prometheus_client.exposition import choose_encoder
+from prometheus_client.utils import floatToGoString
+
+# How prometheus-client writes a bucket's bound in ``le`` (it is untyped).
+_le_label = cast(Callable[[float], str], floatToGoString)
 
 if TYPE_CHECKING:
     from activator.io.exchange import Exchange
@@ -99,44 +114,113 @@ class ReportingCounters:
     pokes: int = 0
 
 
+class BucketCounts:
+    """One histogram series: observation counts per bucket (not cumulative), their sum, and when
+    the series was created (the ``_created`` sample)."""
+
+    __slots__ = ("bounds", "counts", "created", "labels", "total")
+
+    def __init__(self, bounds: tuple[float, ...], created: float) -> None:
+        self.bounds = bounds  # upper bounds, ascending, without +Inf
+        self.labels = [_le_label(bound) for bound in (*bounds, float("inf"))]
+        self.counts = [0] * (len(bounds) + 1)  # the last one is the +Inf bucket
+        self.total = 0.0
+        self.created = created
+
+    def observe(self, value: float) -> None:
+        # bisect_left: a value equal to a bound belongs to that bound's bucket (``le``).
+        self.counts[bisect_left(self.bounds, value)] += 1
+        self.total += value
+
+    def cumulative(self) -> list[tuple[str, float]]:
+        """``(le, count)`` pairs, cumulative, the last one ``+Inf``."""
+        buckets: list[tuple[str, float]] = []
+        running = 0
+        for label, count in zip(self.labels, self.counts, strict=True):
+            running += count
+            buckets.append((label, running))
+        return buckets
+
+
 class _ServiceSeries:
-    """One service's per-request series, with label children resolved ahead of time."""
+    """One service's per-request series."""
 
-    __slots__ = ("_clock", "_duration", "_queue_wait", "_requests", "_requests_metric", "name")
+    __slots__ = ("_clock", "_labels", "duration", "name", "queue_wait", "requests")
 
-    def __init__(
-        self,
-        name: str,
-        requests: Counter,
-        duration: Histogram,
-        queue_wait: Histogram,
-        clock: Callable[[], float],
-    ) -> None:
+    def __init__(self, name: str, clock: Callable[[], float]) -> None:
         self.name = name
         self._clock = clock
-        self._requests_metric = requests
-        # (status, http1, grpc) -> counter child; filled on first sight of each combination.
-        self._requests: dict[tuple[int, bool, bool], Any] = {}
-        self._duration = duration.labels(name)
-        self._queue_wait = queue_wait.labels(name)
+        now = time.time()
+        # (status, http1, grpc) -> its (code, protocol) labels, resolved on first sight.
+        self._labels: dict[tuple[int, bool, bool], tuple[str, str]] = {}
+        # (code, protocol) -> [requests finished, created]; in order of first sight.
+        self.requests: dict[tuple[str, str], list[float]] = {}
+        self.duration = BucketCounts(REQUEST_DURATION_BUCKETS, now)
+        self.queue_wait = BucketCounts(QUEUE_WAIT_BUCKETS, now)
 
     def observe(self, ex: Exchange) -> None:
         """Count one finished exchange (installed as the service's ``on_finished`` hook)."""
         key = (ex.status, ex.http1, ex.grpc)
-        child = self._requests.get(key)
-        if child is None:
-            child = self._resolve(key)
-        child.inc()
-        self._duration.observe(self._clock() - ex.started_at)
+        labels = self._labels.get(key)
+        if labels is None:
+            labels = self._resolve(key)
+        self.requests[labels][0] += 1
+        self.duration.observe(self._clock() - ex.started_at)
         placed_at = ex.placed_at
         if placed_at:
-            self._queue_wait.observe(placed_at - ex.started_at)
+            self.queue_wait.observe(placed_at - ex.started_at)
 
-    def _resolve(self, key: tuple[int, bool, bool]) -> Any:
+    def _resolve(self, key: tuple[int, bool, bool]) -> tuple[str, str]:
         status, http1, grpc = key
-        child = self._requests_metric.labels(self.name, str(status), protocol_label(http1, grpc))
-        self._requests[key] = child
-        return child
+        labels = (str(status), protocol_label(http1, grpc))
+        self._labels[key] = labels
+        # Two keys can share labels (an HTTP/1.1 and an HTTP/2 gRPC call): one series.
+        self.requests.setdefault(labels, [0, time.time()])
+        return labels
+
+
+class _RequestsCollector:
+    """Exports the per-request series of every service."""
+
+    def __init__(self, series: Iterable[_ServiceSeries]) -> None:
+        self._series = list(series)
+
+    def describe(self) -> list[Metric]:
+        return list(self._families())
+
+    def collect(self) -> list[Metric]:
+        requests, duration, queue_wait = self._families()
+        for series in self._series:
+            name = series.name
+            for (code, protocol), (count, created) in series.requests.items():
+                requests.add_metric([name, code, protocol], count, created=created)
+            for family, counts in ((duration, series.duration), (queue_wait, series.queue_wait)):
+                family.add_metric([name], counts.cumulative(), counts.total)
+                family.add_sample(family.name + "_created", {"service": name}, counts.created)
+        return [requests, duration, queue_wait]
+
+    @staticmethod
+    def _families() -> tuple[CounterMetricFamily, HistogramMetricFamily, HistogramMetricFamily]:
+        return (
+            CounterMetricFamily(
+                "activator_requests",
+                "Requests finished, by service, status code sent to the client (0: none, the "
+                "client went away first) and client protocol (h2, http1, grpc).",
+                labels=["service", "code", "protocol"],
+            ),
+            HistogramMetricFamily(
+                "activator_request_duration_seconds",
+                "Seconds from the request's headers to the end of the exchange, queue wait "
+                "included.",
+                labels=["service"],
+            ),
+            HistogramMetricFamily(
+                "activator_queue_wait_seconds",
+                "Seconds requests waited for a pod before being sent to one (cold starts show "
+                "here).",
+                labels=["service"],
+            ),
+        )
 
 
 class _Families:
@@ -278,38 +362,12 @@ class ActivatorMetrics:
         self.services = list(services)
         self.registry = CollectorRegistry(auto_describe=True)
         self.reporting: ReportingCounters | None = None
-        self.requests = Counter(
-            "activator_requests",
-            "Requests finished, by service, status code sent to the client (0: none, the "
-            "client went away first) and client protocol (h2, http1, grpc).",
-            ["service", "code", "protocol"],
-            registry=self.registry,
-        )
-        self.request_duration = Histogram(
-            "activator_request_duration_seconds",
-            "Seconds from the request's headers to the end of the exchange, queue wait included.",
-            ["service"],
-            buckets=REQUEST_DURATION_BUCKETS,
-            registry=self.registry,
-        )
-        self.queue_wait = Histogram(
-            "activator_queue_wait_seconds",
-            "Seconds requests waited for a pod before being sent to one (cold starts show here).",
-            ["service"],
-            buckets=QUEUE_WAIT_BUCKETS,
-            registry=self.registry,
-        )
-        self.registry.register(_LevelsCollector(self.services, lambda: self.reporting))
         self._series = {
-            runtime.name: _ServiceSeries(
-                runtime.name,
-                self.requests,
-                self.request_duration,
-                self.queue_wait,
-                runtime.loop.time,
-            )
+            runtime.name: _ServiceSeries(runtime.name, runtime.loop.time)
             for runtime in self.services
         }
+        self.registry.register(_RequestsCollector(self._series.values()))
+        self.registry.register(_LevelsCollector(self.services, lambda: self.reporting))
 
     def install(self) -> None:
         """Count every exchange the services finish from now on."""
