@@ -268,6 +268,8 @@ class ServiceRuntime:
         for pool in list(self.pools.values()):
             for conn in list(pool.h2):
                 conn.tick(SWEEP_INTERVAL)
+            for h1conn in list(pool.h1_idle):
+                h1conn.idle_tick(SWEEP_INTERVAL)
             for ex in pool.exchanges():
                 if ex.done:
                     continue

@@ -213,10 +213,12 @@ class H2Upstream(H2Endpoint, asyncio.Protocol):
         self.closed = False
         self.draining = False
         self.peer_max_streams = ASSUMED_MAX_STREAMS
-        self._idle_timer: asyncio.TimerHandle | None = None
-        # Liveness without a clock read per read: the sweep compares these counters once a second.
+        # Liveness and idleness without a clock read or a timer per request: the sweep compares
+        # these counters once a second.
         self.reads = 0
         self._reads_seen = 0
+        self._started_seen = 0
+        self._idle_for = 0.0
         self._silent_for = 0.0
         self._ping_sent = False
 
@@ -276,7 +278,6 @@ class H2Upstream(H2Endpoint, asyncio.Protocol):
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
         self.transport = None
-        self._cancel_idle()
         self.pool.discard(self)
         streams, self.streams = self.streams, {}
         self._blocked.clear()
@@ -299,7 +300,6 @@ class H2Upstream(H2Endpoint, asyncio.Protocol):
 
     def close(self) -> None:
         self.closed = True
-        self._cancel_idle()
         if self.transport is not None:
             self.conn.send_goaway()
             self.flush()
@@ -311,7 +311,6 @@ class H2Upstream(H2Endpoint, asyncio.Protocol):
         if not self.settings_received:
             self.pending.append(ex)
             return
-        self._cancel_idle()
         conn = self.conn
         try:
             stream_id = conn.get_next_available_stream_id()
@@ -383,15 +382,25 @@ class H2Upstream(H2Endpoint, asyncio.Protocol):
                 self.close()
                 self.pool.discard(self)  # lets a waiting stream in, too
                 return
-            self._arm_idle()
         self.pool.slot_freed()
 
     # -- reading -----------------------------------------------------------------------------------
 
     def tick(self, interval: float) -> None:
-        """Called once per ``interval`` seconds: PING a silent connection, retire a dead one."""
+        """Called once per ``interval`` seconds: close an idle connection, PING a silent one,
+        retire a dead one."""
         if not self.connected or self.closed:
             return
+        if self.streams or self.pending or self.started != self._started_seen:
+            self._started_seen = self.started
+            self._idle_for = 0.0
+        else:
+            self._idle_for += interval
+            timeout = self.pool.settings.idle_timeout
+            if timeout > 0 and self._idle_for >= timeout:
+                self.draining = True
+                self.close()
+                return
         if self.reads != self._reads_seen:
             self._reads_seen = self.reads
             self._silent_for = 0.0
@@ -529,24 +538,6 @@ class H2Upstream(H2Endpoint, asyncio.Protocol):
         for ex in replay:
             ex.replay_after(ReplayReason.GOAWAY, charge=charge)
 
-    # -- idle ------------------------------------------------------------------------------------
-
-    def _arm_idle(self) -> None:
-        timeout = self.pool.settings.idle_timeout
-        if timeout > 0 and self._idle_timer is None:
-            self._idle_timer = self.loop.call_later(timeout, self._idle_expired)
-
-    def _cancel_idle(self) -> None:
-        if self._idle_timer is not None:
-            self._idle_timer.cancel()
-            self._idle_timer = None
-
-    def _idle_expired(self) -> None:
-        self._idle_timer = None
-        if not self.streams and not self.pending:
-            self.draining = True
-            self.close()
-
 
 class H1Upstream(asyncio.Protocol):
     """One HTTP/1.1 keep-alive connection to a pod, one request at a time."""
@@ -564,7 +555,7 @@ class H1Upstream(asyncio.Protocol):
         self._paused = False
         self._unacked = 0
         self._close_delimited = False
-        self._idle_timer: asyncio.TimerHandle | None = None
+        self._idle_for = 0.0  # seconds spent in the pool's idle list, counted by the sweep
 
     @property
     def usable(self) -> bool:
@@ -591,9 +582,6 @@ class H1Upstream(asyncio.Protocol):
         self.pool.connection_failed(reason, [ex] if ex is not None else [])
 
     def start(self, ex: Exchange) -> None:
-        if self._idle_timer is not None:
-            self._idle_timer.cancel()
-            self._idle_timer = None
         self.exchange = ex
         self._headers = []
         self.keep_alive = True
@@ -730,20 +718,18 @@ class H1Upstream(asyncio.Protocol):
     def _idle(self) -> None:
         self.pool.h1_busy.discard(self)
         self.pool.h1_idle.append(self)
-        timeout = self.pool.settings.idle_timeout
-        if timeout > 0:
-            self._idle_timer = self.loop.call_later(timeout, self._idle_expired)
+        self._idle_for = 0.0
 
-    def _idle_expired(self) -> None:
-        self._idle_timer = None
-        if self.exchange is None:
+    def idle_tick(self, interval: float) -> None:
+        """Called once per ``interval`` seconds while the connection is in the idle list."""
+        self._idle_for += interval
+        timeout = self.pool.settings.idle_timeout
+        if timeout > 0 and self._idle_for >= timeout and self.exchange is None:
             self.close()
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
         self.transport = None
-        if self._idle_timer is not None:
-            self._idle_timer.cancel()
         self.pool.discard(self)
         ex = self.exchange
         self.exchange = None

@@ -139,6 +139,88 @@ async def test_idle_timeout_cuts_a_silent_stream_but_not_a_chatty_one(
         assert "no data" in silent.text
 
 
+def short_pod_idle_timeout(monkeypatch: pytest.MonkeyPatch, protocol: str = "h2c") -> None:
+    """Pod connections idle for 1 s are closed (the default is 60 s); the sweep that counts
+    idleness runs once a second."""
+    monkeypatch.setattr(
+        app_module,
+        "upstream_settings",
+        lambda service: app_module.UpstreamSettings(protocol=protocol, idle_timeout=1.0),
+    )
+
+
+async def wait_until(condition: Callable[[], bool], seconds: float) -> bool:
+    for _ in range(int(seconds / 0.05)):
+        if condition():
+            return True
+        await asyncio.sleep(0.05)
+    return condition()
+
+
+async def test_an_idle_pod_connection_is_closed_and_the_next_request_opens_another(
+    start_activator: Start,
+    pods: Callable[..., Awaitable[DemoPod]],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    short_pod_idle_timeout(monkeypatch)
+    pod = await pods(name="quiet")
+    activator = await start_activator([f"127.0.0.1:{pod.port}"])
+    pool = activator.services["web"].pools[f"127.0.0.1:{pod.port}"]
+    async with client(activator) as c:
+        assert (await c.get("/")).status_code == 200
+        assert len(pool.h2) == 1
+        # Idle from now: closed after 1 to 2 sweeps past the timeout, never before the timeout.
+        await asyncio.sleep(0.8)
+        assert len(pool.h2) == 1
+        assert await wait_until(lambda: pool.h2 == [], 4.0)
+        assert (await c.get("/")).status_code == 200
+    assert pod.stats.connections_total == 2
+
+
+async def test_a_pod_connection_in_steady_use_is_not_closed_as_idle(
+    start_activator: Start,
+    pods: Callable[..., Awaitable[DemoPod]],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    short_pod_idle_timeout(monkeypatch)
+    pod = await pods(name="busy")
+    activator = await start_activator([f"127.0.0.1:{pod.port}"])
+    pool = activator.services["web"].pools[f"127.0.0.1:{pod.port}"]
+    async with client(activator) as c:
+        # A short request every 300 ms for 3.3 s: never a stream open at a sweep, never idle.
+        for _ in range(11):
+            assert (await c.get("/")).status_code == 200
+            await asyncio.sleep(0.3)
+        assert len(pool.h2) == 1
+    assert pod.stats.connections_total == 1
+
+
+async def test_an_idle_http1_pod_connection_is_closed(
+    pods: Callable[..., Awaitable[DemoPod]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    short_pod_idle_timeout(monkeypatch, protocol="http1")
+    pod = await pods(name="plain")
+    config = parse_config(
+        "listen: 127.0.0.1:0\nadmin: 127.0.0.1:0\nservices:\n"
+        "  - name: web\n    hosts: ['*']\n    upstream: http1\n"
+        f"    endpoints: ['127.0.0.1:{pod.port}']\n"
+    )
+    activator = Activator(config, drain_timeout=1.0)
+    await activator.start()
+    try:
+        pool = activator.services["web"].pools[f"127.0.0.1:{pod.port}"]
+        async with client(activator) as c:
+            assert (await c.get("/")).status_code == 200
+            assert len(pool.h1_idle) == 1
+            await asyncio.sleep(0.8)
+            assert len(pool.h1_idle) == 1  # kept alive for the next request
+            assert await wait_until(lambda: pool.h1_idle == [] and pool.h1_count == 0, 4.0)
+            assert (await c.get("/")).status_code == 200
+        assert pod.stats.connections_total == 2
+    finally:
+        await activator.stop()
+
+
 async def test_dead_pod_is_marked_not_ready_and_traffic_moves(
     start_activator: Start, pods: Callable[..., Awaitable[DemoPod]]
 ) -> None:
