@@ -40,7 +40,7 @@ from loadtest.scenarios import Scenario
 from loadtest.targets import Launch, LaunchContext, Target
 
 # Scenarios whose latency distributions are kept for the CDF plots.
-CDF_SCENARIOS = ("small", "latency", "latency-1conn")
+CDF_SCENARIOS = ("small", "latency")
 ENDPOINTS_PATH = "/v1/services/default/endpoints"
 
 

@@ -82,22 +82,6 @@ ALL_SCENARIOS: tuple[Scenario, ...] = (
         sized_by_time=False,
     ),
     Scenario(
-        name="latency-1conn",
-        summary=f"100 B at a fixed {LATENCY_TOTAL_RPS} req/s on one connection "
-        f"(1 client x --rps {LATENCY_TOTAL_RPS}): one request every 2 ms, never two at once",
-        measures=(
-            "What a lone request pays: the proxy's work for one request on a core that idled "
-            "since the last one, plus the hops between processes, with no other request to wait "
-            "behind. In `latency` the 5 clients send in step (5 requests at once every 10 ms), "
-            "so the median request there also waits while the proxy reads the others."
-        ),
-        pods=PodKind.STATIC_H2C,
-        load=LoadSpec(path="/100b", clients=1, streams=10, rate_per_client=LATENCY_TOTAL_RPS),
-        max_requests=LATENCY_TOTAL_RPS * 5,
-        warmup_requests=250,
-        sized_by_time=False,
-    ),
-    Scenario(
         name="h1",
         summary="100 B, HTTP/1.1 clients (h2load --h1 -c 32 -m 1), h2c to the pods",
         measures=(
@@ -192,8 +176,8 @@ DEFAULT_SCENARIOS = tuple(scenario.name for scenario in ALL_SCENARIOS)
 
 def quick_variant(scenario: Scenario) -> Scenario:
     """The smoke-test size of a scenario (`--quick`)."""
-    if scenario.fixed_rate:
-        return replace(scenario, max_requests=scenario.fixed_rate * 2, warmup_requests=100)
+    if scenario.name == "latency":
+        return replace(scenario, max_requests=LATENCY_TOTAL_RPS * 2, warmup_requests=100)
     if scenario.name.startswith("goaway"):
         return replace(
             scenario, max_requests=min(4_000, scenario.max_requests), warmup_requests=200
