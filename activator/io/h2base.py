@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import importlib
+import weakref
 from collections import deque
 from typing import TYPE_CHECKING, Any, Protocol, cast
 
@@ -262,6 +263,59 @@ class H2Commands(Protocol):
     def pop_output(self) -> list[bytes]: ...
 
 
+class WriteQueue:
+    """The connections of one event loop with output waiting to be written.
+
+    Output one connection's read produces for others (a request for a pod, a response for a
+    client) is written when that read is done: the read's handler calls :meth:`write_now`. So the
+    pod starts on a request while the activator still reads the next client's, instead of after
+    every read of the loop turn. Anything still waiting (output from timers, or from code that
+    does not end a read) is written once per loop turn, one write per connection however many
+    frames it queued.
+    """
+
+    __slots__ = ("__weakref__", "_loop", "_pending", "_turn_scheduled")
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        # Weak: the loops' map below holds the queue as long as the loop lives, not longer.
+        self._loop = weakref.ref(loop)
+        self._pending: list[H2Endpoint] = []
+        self._turn_scheduled = False
+
+    def add(self, endpoint: H2Endpoint) -> None:
+        self._pending.append(endpoint)
+        if not self._turn_scheduled:
+            loop = self._loop()
+            if loop is not None:
+                self._turn_scheduled = True
+                loop.call_soon(self._end_of_turn)
+
+    def write_now(self) -> None:
+        """Write every waiting connection's output (in the order they queued it)."""
+        pending = self._pending
+        if pending:
+            self._pending = []
+            for endpoint in pending:
+                endpoint.flush()
+
+    def _end_of_turn(self) -> None:
+        self._turn_scheduled = False
+        self.write_now()
+
+
+_WRITE_QUEUES: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, WriteQueue] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def write_queue(loop: asyncio.AbstractEventLoop) -> WriteQueue:
+    """The loop's write queue (one per loop: connections of one loop share it)."""
+    queue = _WRITE_QUEUES.get(loop)
+    if queue is None:
+        queue = _WRITE_QUEUES[loop] = WriteQueue(loop)
+    return queue
+
+
 class H2Endpoint:
     """Base for an HTTP/2 connection of ours (to a client or to a pod)."""
 
@@ -271,6 +325,7 @@ class H2Endpoint:
     def __init__(self, loop: asyncio.AbstractEventLoop, stream_window: int) -> None:
         self.loop = loop
         self.transport = None
+        self.writes = write_queue(loop)
         self._flush_scheduled = False
         self._write_paused = False
         # Flow control credit we owe the peer (RFC 9113 §6.9). The connection's is returned as data
@@ -322,10 +377,11 @@ class H2Endpoint:
             self.transport.writelines(chunks)
 
     def schedule_flush(self) -> None:
-        """Coalesce output produced from another connection's callbacks into one write per loop turn."""
+        """Output produced from another connection's callbacks: written when that connection's read
+        is done, or at the end of the loop turn, in one write (see :class:`WriteQueue`)."""
         if not self._flush_scheduled:
             self._flush_scheduled = True
-            self.loop.call_soon(self.flush)
+            self.writes.add(self)
 
     def pause_writing(self) -> None:
         self._write_paused = True

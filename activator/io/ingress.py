@@ -28,7 +28,7 @@ from activator.core.headers import (
     without_connection_fields,
 )
 from activator.io.exchange import Exchange
-from activator.io.h2base import H2Endpoint, ProxyH2Connection
+from activator.io.h2base import H2Endpoint, ProxyH2Connection, write_queue
 from activator.io.h2lib import h2, strict_decoder
 from activator.io.h2wire import PREFACE
 
@@ -104,6 +104,7 @@ class IngressProtocol(asyncio.Protocol):
         self.router = router
         self.settings = settings
         self.loop = loop
+        self.writes = write_queue(loop)
         self.tls = tls
         self.scheme = b"https" if tls else b"http"
         self.connections = connections
@@ -139,6 +140,9 @@ class IngressProtocol(asyncio.Protocol):
         handler = self.handler
         if handler is not None:
             handler.data_received(data)
+            # The requests this read started go to their pods now, not after the loop's other
+            # reads: the pods work while the next client is read.
+            self.writes.write_now()
             return
         # Sniff the HTTP/2 preface; HTTP/1.1 request lines never start with "PRI * HTTP/2.0".
         buf = self._sniff + data
@@ -155,6 +159,7 @@ class IngressProtocol(asyncio.Protocol):
             h1_handler = H1Ingress(self)
             self.handler = h1_handler
             h1_handler.data_received(buf)
+        self.writes.write_now()
 
     def pause_writing(self) -> None:
         if self.handler is not None:

@@ -22,7 +22,7 @@ from activator.core.headers import HeaderList, forward_response
 from activator.core.pool_policy import ASSUMED_MAX_STREAMS, PoolAction, choose_connection
 from activator.core.retry import ReplayReason
 from activator.io import pod_h2
-from activator.io.h2base import H2Endpoint
+from activator.io.h2base import H2Endpoint, write_queue
 from activator.io.h2lib import h2
 from activator.io.pod_h2 import (
     DATA,
@@ -485,6 +485,8 @@ class H2Upstream(H2Endpoint, asyncio.Protocol):
         if self._connection_credit:
             self.return_connection_credit()
         self.flush()
+        # The responses this read carried go to their clients now (see WriteQueue).
+        self.writes.write_now()
 
     def _response_complete(self, ex: Exchange) -> None:
         self.completed += 1
@@ -545,6 +547,7 @@ class H1Upstream(asyncio.Protocol):
     def __init__(self, pool: PodPool) -> None:
         self.pool = pool
         self.loop = pool.loop
+        self.writes = write_queue(pool.loop)
         self.transport: asyncio.Transport | None = None
         self.exchange: Exchange | None = None
         self.parser = httptools.HttpResponseParser(self)
@@ -669,6 +672,7 @@ class H1Upstream(asyncio.Protocol):
             self.close()
             if ex is not None:
                 ex.on_upstream_lost(f"bad HTTP/1.1 response: {exc}")
+        self.writes.write_now()
 
     def on_header(self, name: bytes, value: bytes) -> None:
         self._headers.append((name.lower(), value))
