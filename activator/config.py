@@ -37,6 +37,7 @@ Example::
     autoscaler:
       push_url: http://127.0.0.1:9999/v1/stats   # optional
       interval: 1s
+    busy_poll: 0s   # keep polling this long after the last read instead of sleeping; 0s: off
 """
 
 from __future__ import annotations
@@ -266,6 +267,9 @@ class Config:
         limits: Protocol and buffering limits.
         services: The services, in file order.
         autoscaler: Autoscaler reporting.
+        busy_poll: Seconds the event loop keeps polling (instead of sleeping) after the last
+            read; 0 turns it off. It spends CPU to keep the core's caches warm for the next
+            request, as HAProxy's ``busy-polling``: see :mod:`activator.io.busypoll`.
     """
 
     listen: str = "127.0.0.1:8080"
@@ -274,6 +278,7 @@ class Config:
     limits: LimitsConfig = field(default_factory=LimitsConfig)
     services: tuple[ServiceConfig, ...] = ()
     autoscaler: AutoscalerConfig = field(default_factory=AutoscalerConfig)
+    busy_poll: float = 0.0
 
 
 class ConfigError(ValueError):
@@ -646,7 +651,7 @@ class _Parser:
         if root is None:
             return Config()
         entries = self.mapping(
-            root, "", ("listen", "admin", "tls", "limits", "services", "autoscaler")
+            root, "", ("listen", "admin", "tls", "limits", "services", "autoscaler", "busy_poll")
         )
         defaults = Config()
         listen = self.section(entries, "listen", "", self.listen_address, defaults.listen)
@@ -655,6 +660,7 @@ class _Parser:
         limits = self.section(entries, "limits", "", self.limits, defaults.limits)
         services = self.section(entries, "services", "", self.services, defaults.services)
         autoscaler = self.section(entries, "autoscaler", "", self.autoscaler, defaults.autoscaler)
+        busy_poll = self.section(entries, "busy_poll", "", self.optional_limit, defaults.busy_poll)
         # Two listeners on one address would fail at bind time; say which keys clash instead.
         listeners = [("listen", listen), ("admin", admin)]
         if tls is not None:
@@ -674,6 +680,7 @@ class _Parser:
             limits=limits,
             services=services,
             autoscaler=autoscaler,
+            busy_poll=busy_poll,
         )
 
     def node_at(self, node: Node, dotted: str) -> Node:
@@ -1205,4 +1212,5 @@ def dump_config(config: Config) -> str:
     if config.autoscaler.push_url is not None:
         autoscaler["push_url"] = config.autoscaler.push_url
     document["autoscaler"] = autoscaler
+    document["busy_poll"] = config.busy_poll
     return yaml.safe_dump(document, sort_keys=False, allow_unicode=True)

@@ -50,6 +50,7 @@ services:
 autoscaler:
   push_url: http://127.0.0.1:9999/v1/stats
   interval: 2s
+busy_poll: 20ms
 """
 
 FULL_EXPECTED = Config(
@@ -76,6 +77,7 @@ FULL_EXPECTED = Config(
         ServiceConfig(name="world", hosts=("*",), upstream="http1"),
     ),
     autoscaler=AutoscalerConfig(push_url="http://127.0.0.1:9999/v1/stats", interval=2.0),
+    busy_poll=0.02,
 )
 
 
@@ -112,6 +114,7 @@ class TestGoodFiles:
         assert config.autoscaler == AutoscalerConfig(push_url=None, interval=1.0)
         assert config.tls is None
         assert (config.listen, config.admin) == ("127.0.0.1:8080", "127.0.0.1:9090")
+        assert config.busy_poll == 0.0  # off
 
     def test_empty_values_take_defaults(self) -> None:
         text = """\
@@ -197,9 +200,10 @@ class TestRoundTrip:
             max_size=4,
         ),
         interval=st.floats(0.001, 3600),
+        busy_poll=st.one_of(st.just(0.0), st.floats(0.0, 60)),
     )
     def test_generated_configs_round_trip(
-        self, services: list[ServiceConfig], interval: float
+        self, services: list[ServiceConfig], interval: float, busy_poll: float
     ) -> None:
         from dataclasses import replace
 
@@ -207,7 +211,11 @@ class TestRoundTrip:
             replace(service, hosts=(f"{service.name}.example.com", f"*.{service.name}.test"))
             for service in services
         ]
-        config = Config(services=tuple(services), autoscaler=AutoscalerConfig(interval=interval))
+        config = Config(
+            services=tuple(services),
+            autoscaler=AutoscalerConfig(interval=interval),
+            busy_poll=busy_poll,
+        )
         assert parse_config(dump_config(config)) == config
 
 
@@ -423,6 +431,14 @@ class TestErrors:
         assert str(error) == (
             'config.yaml:5: services[0].timeouts.idle: expected a duration like "30s", got "-1s"'
         )
+
+    def test_busy_poll_errors_name_the_key_and_line(self) -> None:
+        error = error_of("listen: 127.0.0.1:8080\nbusy_poll: -5\n")
+        assert str(error) == "config.yaml:2: busy_poll: must not be negative"
+        error = error_of("listen: 127.0.0.1:8080\nbusy_poll: often\n")
+        assert str(error) == 'config.yaml:2: busy_poll: expected a duration like "30s", got "often"'
+        error = error_of("busy_pol: 1s\n")
+        assert 'did you mean "busy_poll"' in str(error)
 
     def test_negative_number_duration(self) -> None:
         error = error_of("services:\n- name: a\n  hosts: [a]\n  timeouts:\n    idle: -1\n")

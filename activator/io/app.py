@@ -15,7 +15,9 @@ from activator.config import Config, ServiceConfig, parse_hostport
 from activator.core.routing import HostRouter
 from activator.core.throttle import SlotGate
 from activator.io.admin import AdminServer
+from activator.io.busypoll import BusyPoller
 from activator.io.discovery import Discovery, SetEndpoints, discovery_for
+from activator.io.h2base import write_queue
 from activator.io.ingress import IngressProtocol, IngressSettings, Router
 from activator.io.metrics import ActivatorMetrics
 from activator.io.readiness import ReadinessProber
@@ -67,6 +69,7 @@ class Activator:
         self._admin: AdminServer | None = None
         self.metrics: ActivatorMetrics | None = None
         self.reporter: AutoscalerReporter | None = None
+        self._poller: BusyPoller | None = None
         self._stopped = asyncio.Event()
         self.listen_port = 0
         self.tls_port = 0
@@ -136,6 +139,9 @@ class Activator:
         self.metrics.install()
         admin.attach(self.metrics, self.reporter)
         self.reporter.start()
+        if config.busy_poll > 0:
+            self._poller = BusyPoller(loop, write_queue(loop), config.busy_poll)
+            self._poller.start()
         log.info(
             "activator listening on %s (admin %s), services: %s",
             config.listen,
@@ -176,6 +182,8 @@ class Activator:
 
     async def stop(self) -> None:
         self.draining = True
+        if self._poller is not None:
+            self._poller.stop()
         for server in self._servers:
             server.close()
         for conn in list(self.connections):

@@ -15,6 +15,7 @@ from activator.io.h2wire import DATA, END_STREAM, append_frame, append_header_bl
 
 if TYPE_CHECKING:
     from activator.core.headers import HeaderList
+    from activator.io.busypoll import BusyPoller
     from activator.io.exchange import Exchange
 
 # One queued piece: (exchange, body bytes or a trailer block, flow-control bytes to acknowledge once
@@ -274,13 +275,16 @@ class WriteQueue:
     frames it queued.
     """
 
-    __slots__ = ("__weakref__", "_loop", "_pending", "_turn_scheduled")
+    __slots__ = ("__weakref__", "_loop", "_pending", "_turn_scheduled", "idle_poller", "reads")
 
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
         # Weak: the loops' map below holds the queue as long as the loop lives, not longer.
         self._loop = weakref.ref(loop)
         self._pending: list[H2Endpoint] = []
         self._turn_scheduled = False
+        # Reads done on this loop, and a busy poller waiting for the next one (see busypoll).
+        self.reads = 0
+        self.idle_poller: BusyPoller | None = None
 
     def add(self, endpoint: H2Endpoint) -> None:
         self._pending.append(endpoint)
@@ -291,7 +295,13 @@ class WriteQueue:
                 loop.call_soon(self._end_of_turn)
 
     def write_now(self) -> None:
-        """Write every waiting connection's output (in the order they queued it)."""
+        """A read is done: write every waiting connection's output (in the order they queued
+        it). Every read handler calls this once at its end."""
+        self.reads += 1
+        poller = self.idle_poller
+        if poller is not None:
+            self.idle_poller = None
+            poller.resume()
         pending = self._pending
         if pending:
             self._pending = []
@@ -300,7 +310,11 @@ class WriteQueue:
 
     def _end_of_turn(self) -> None:
         self._turn_scheduled = False
-        self.write_now()
+        pending = self._pending
+        if pending:
+            self._pending = []
+            for endpoint in pending:
+                endpoint.flush()
 
 
 _WRITE_QUEUES: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, WriteQueue] = (
