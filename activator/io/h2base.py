@@ -302,19 +302,18 @@ class WriteQueue:
         if poller is not None:
             self.idle_poller = None
             poller.resume()
-        pending = self._pending
-        if pending:
-            self._pending = []
-            for endpoint in pending:
-                endpoint.flush()
+        if self._pending:
+            self._flush_pending()
 
     def _end_of_turn(self) -> None:
         self._turn_scheduled = False
-        pending = self._pending
-        if pending:
-            self._pending = []
-            for endpoint in pending:
-                endpoint.flush()
+        if self._pending:
+            self._flush_pending()
+
+    def _flush_pending(self) -> None:
+        pending, self._pending = self._pending, []
+        for endpoint in pending:
+            endpoint.flush()
 
 
 _WRITE_QUEUES: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, WriteQueue] = (

@@ -23,6 +23,15 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS  # utime + stime
 
 
+def core_share_while_requesting(client: httpx.Client, pid: int) -> float:
+    """Share of a core the activator used while a request came every 50 ms for a second."""
+    before, started = cpu_seconds(pid), time.monotonic()
+    for _ in range(20):
+        assert client.get("/").status_code == 200
+        time.sleep(0.05)
+    return (cpu_seconds(pid) - before) / (time.monotonic() - started)
+
+
 def test_busy_poll_spins_while_requests_come_and_sleeps_when_they_stop(
     demo_pods: Callable[..., list[Any]], activator_proc: Callable[..., ActivatorProcess]
 ) -> None:
@@ -30,12 +39,8 @@ def test_busy_poll_spins_while_requests_come_and_sleeps_when_they_stop(
     activator = activator_proc(pod, extra_args=["--busy-poll", "200ms"])
     with httpx.Client(http2=True, base_url=activator.url, timeout=10) as client:
         assert client.get("/").status_code == 200
-        # A request every 50 ms for a second: never 200 ms without a read, so it never sleeps.
-        before, started = cpu_seconds(activator.pid), time.monotonic()
-        for _ in range(20):
-            assert client.get("/").status_code == 200
-            time.sleep(0.05)
-        busy = (cpu_seconds(activator.pid) - before) / (time.monotonic() - started)
+        # Never 200 ms without a read, so it never sleeps.
+        busy = core_share_while_requesting(client, activator.pid)
         # No requests: after the 200 ms window it sleeps.
         time.sleep(0.5)
         before, started = cpu_seconds(activator.pid), time.monotonic()
@@ -54,11 +59,7 @@ def test_without_busy_poll_it_sleeps_between_requests(
     activator = activator_proc(pod)
     with httpx.Client(http2=True, base_url=activator.url, timeout=10) as client:
         assert client.get("/").status_code == 200
-        before, started = cpu_seconds(activator.pid), time.monotonic()
-        for _ in range(20):
-            assert client.get("/").status_code == 200
-            time.sleep(0.05)
-        used = (cpu_seconds(activator.pid) - before) / (time.monotonic() - started)
+        used = core_share_while_requesting(client, activator.pid)
     assert used < 0.2, f"20 requests in a second used {used:.2f} of a core"
 
 
