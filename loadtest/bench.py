@@ -23,6 +23,7 @@ from loadtest.h2load import (
     percentile,
     read_request_log,
     run_h2load,
+    run_h2load_staggered,
     start_h2load,
 )
 from loadtest.pods import GRPC_MESSAGE_BYTES, PodKind, Pods, PodSet
@@ -40,7 +41,7 @@ from loadtest.scenarios import Scenario
 from loadtest.targets import Launch, LaunchContext, Target
 
 # Scenarios whose latency distributions are kept for the CDF plots.
-CDF_SCENARIOS = ("small", "latency")
+CDF_SCENARIOS = ("small", "latency", "latency-spread")
 ENDPOINTS_PATH = "/v1/services/default/endpoints"
 
 
@@ -263,10 +264,26 @@ class Bench:
     def _h2load(
         self, port: int, spec: LoadSpec, requests: int, log_file: Path | None, timeout_s: float
     ) -> H2loadResult:
-        argv = h2load_argv(
-            self.settings.h2load, self.settings.load_core, port, spec, requests, log_file
-        )
-        return run_h2load(argv, self.workdir / "h2load.out", timeout_s)
+        binary, core = self.settings.h2load, self.settings.load_core
+        if spec.processes == 1:
+            argv = h2load_argv(binary, core, port, spec, requests, log_file)
+            return run_h2load(argv, self.workdir / "h2load.out", timeout_s)
+        # Each process logs to its own file; the logs are joined into `log_file` afterwards.
+        logs = [
+            None if log_file is None else log_file.with_name(f"{log_file.stem}-{i}.log")
+            for i in range(spec.processes)
+        ]
+        share = requests // spec.processes
+        argvs = [h2load_argv(binary, core, port, spec, share, log) for log in logs]
+        outputs = [self.workdir / f"h2load-{i}.out" for i in range(spec.processes)]
+        result = run_h2load_staggered(argvs, outputs, timeout_s, spec.stagger_s)
+        if log_file is not None:
+            with open(log_file, "wb") as joined:
+                for log in logs:
+                    if log is not None and log.exists():
+                        joined.write(log.read_bytes())
+                        log.unlink()
+        return result
 
     def _open_window(self, launch: Launch, pods: PodSet) -> _Window:
         proxy = tree_usage([launch.process.pid]) if launch.process is not None else None

@@ -29,6 +29,11 @@ class LoadSpec:
     http1: bool = False  # --h1
     data_file: Path | None = None  # -d: POST this body
     headers: tuple[str, ...] = ()  # -H
+    # Separate h2load processes, each with `clients` clients and an equal share of the requests,
+    # started `stagger_s` apart. With --rps a process sends what its clients owe every 10 ms, all
+    # at once; processes started apart tick at different moments, which spreads the arrivals.
+    processes: int = 1
+    stagger_s: float = 0.0
 
 
 def h2load_argv(
@@ -77,6 +82,8 @@ class H2loadResult:
     client_cpu_s: float | None = None  # h2load's own CPU time (rusage)
     error: str | None = None
     output: str = field(default="", repr=False)
+    processes: int = 1  # > 1: merged from that many h2load processes (argv: the first's)
+    stagger_s: float = 0.0
 
     @property
     def ok(self) -> int:
@@ -89,7 +96,69 @@ class H2loadResult:
 
     @property
     def command(self) -> str:
+        if self.processes > 1:
+            return (
+                f"{self.processes} processes started {self.stagger_s * 1000:g} ms apart, "
+                f"each: {shlex.join(self.argv)}"
+            )
         return shlex.join(self.argv)
+
+
+def merge_h2load_results(results: Sequence[H2loadResult], stagger_s: float) -> H2loadResult:
+    """One result for h2load processes that ran side by side: counts and rates add up."""
+    merged = H2loadResult(argv=list(results[0].argv), processes=len(results), stagger_s=stagger_s)
+    for name in (
+        "total",
+        "started",
+        "done",
+        "succeeded",
+        "failed",
+        "errored",
+        "timeout",
+        "status_2xx",
+        "status_3xx",
+        "status_4xx",
+        "status_5xx",
+    ):
+        setattr(merged, name, sum(getattr(result, name) for result in results))
+    rates = [result.requests_per_s for result in results]
+    merged.requests_per_s = None if None in rates else sum(r for r in rates if r is not None)
+    walls = [result.wall_s for result in results]
+    merged.wall_s = None if None in walls else max(w for w in walls if w is not None)
+    cpus = [result.client_cpu_s for result in results]
+    merged.client_cpu_s = None if None in cpus else sum(c for c in cpus if c is not None)
+    merged.exit_code = next((r.exit_code for r in results if r.exit_code), results[0].exit_code)
+    merged.error = next((r.error for r in results if r.error is not None), None)
+    merged.output = "\n".join(result.output for result in results)
+    return merged
+
+
+def run_h2load_staggered(
+    argvs: Sequence[Sequence[str]],
+    output_paths: Sequence[Path],
+    timeout_s: float,
+    stagger_s: float,
+) -> H2loadResult:
+    """Run h2load processes side by side, each started `stagger_s` after the previous one."""
+    running: list[tuple[subprocess.Popen[bytes], object, Sequence[str], Path]] = []
+    try:
+        for argv, output_path in zip(argvs, output_paths, strict=True):
+            if running:
+                time.sleep(stagger_s)
+            process, output = start_h2load(argv, output_path)
+            running.append((process, output, argv, output_path))
+        results = [
+            finish_h2load(process, output, argv, output_path, timeout_s)
+            for process, output, argv, output_path in running
+        ]
+    except BaseException:
+        for process, output, _, _ in running:
+            kill_h2load(process)
+            close = getattr(output, "close", None)
+            if close is not None:
+                close()
+        raise
+    return merge_h2load_results(results, stagger_s)
 
 
 def parse_h2load_output(text: str, result: H2loadResult) -> None:

@@ -8,7 +8,7 @@ pods), stop the proxy. Measured: req/s, failed requests, latency p50/p99 (h2load
 and proxy CPU microseconds per request (utime+stime of the proxy's process tree, before and
 after, over successful requests). Writes RESULTS.md, results.json and PNG plots.
 
-Scenarios: small, large, latency, h1, grpc, goaway, goaway-demo, burst (see --list).
+Scenarios: small, large, latency, latency-spread, h1, grpc, goaway, goaway-demo, burst (see --list).
 """
 
 from __future__ import annotations

@@ -11,6 +11,8 @@ GRPC_PATH = "/loadtest.Echo/Unary"
 GRPC_HEADERS = ("content-type: application/grpc", "te: trailers")
 LATENCY_TOTAL_RPS = 500
 LATENCY_CLIENTS = 5
+# latency-spread: its h2load processes start this far apart (10 ms tick / 5 processes).
+LATENCY_SPREAD_S = 0.002
 
 
 @dataclass(frozen=True)
@@ -34,7 +36,7 @@ class Scenario:
 
     @property
     def fixed_rate(self) -> int:
-        return self.load.rate_per_client * self.load.clients
+        return self.load.rate_per_client * self.load.clients * self.load.processes
 
 
 ALL_SCENARIOS: tuple[Scenario, ...] = (
@@ -76,6 +78,31 @@ ALL_SCENARIOS: tuple[Scenario, ...] = (
             clients=LATENCY_CLIENTS,
             streams=10,
             rate_per_client=LATENCY_TOTAL_RPS // LATENCY_CLIENTS,
+        ),
+        max_requests=LATENCY_TOTAL_RPS * 5,
+        warmup_requests=250,
+        sized_by_time=False,
+    ),
+    Scenario(
+        name="latency-spread",
+        summary=f"100 B at a fixed {LATENCY_TOTAL_RPS} req/s total from {LATENCY_CLIENTS} h2load "
+        f"processes (1 client x --rps {LATENCY_TOTAL_RPS // LATENCY_CLIENTS} each) started "
+        f"{LATENCY_SPREAD_S * 1000:g} ms apart",
+        measures=(
+            "The rate of `latency`, spread out over time. h2load's --rps sends what a client "
+            "owes every 10 ms at once, and the clients of one process tick together, so in "
+            "`latency` 5 requests arrive at once every 10 ms and the median one waits while "
+            "the proxy reads the others. Here each process ticks at its own moment, one about "
+            "every 2 ms, as from independent clients."
+        ),
+        pods=PodKind.STATIC_H2C,
+        load=LoadSpec(
+            path="/100b",
+            clients=1,
+            streams=10,
+            rate_per_client=LATENCY_TOTAL_RPS // LATENCY_CLIENTS,
+            processes=LATENCY_CLIENTS,
+            stagger_s=LATENCY_SPREAD_S,
         ),
         max_requests=LATENCY_TOTAL_RPS * 5,
         warmup_requests=250,
@@ -176,8 +203,8 @@ DEFAULT_SCENARIOS = tuple(scenario.name for scenario in ALL_SCENARIOS)
 
 def quick_variant(scenario: Scenario) -> Scenario:
     """The smoke-test size of a scenario (`--quick`)."""
-    if scenario.name == "latency":
-        return replace(scenario, max_requests=LATENCY_TOTAL_RPS * 2, warmup_requests=100)
+    if scenario.fixed_rate:
+        return replace(scenario, max_requests=scenario.fixed_rate * 2, warmup_requests=100)
     if scenario.name.startswith("goaway"):
         return replace(
             scenario, max_requests=min(4_000, scenario.max_requests), warmup_requests=200

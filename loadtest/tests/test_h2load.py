@@ -4,15 +4,19 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+
 from loadtest.h2load import (
     H2loadResult,
     LoadSpec,
     cdf_points,
     h2load_argv,
+    merge_h2load_results,
     parse_h2load_output,
     percentile,
     read_request_log,
     run_h2load,
+    run_h2load_staggered,
 )
 from loadtest.pods import PodSet
 
@@ -120,3 +124,55 @@ def test_missing_server_is_an_error_not_a_crash(tmp_path: Path) -> None:
         h2load_argv("h2load", LOAD_CORE, closed_port, spec, 10), tmp_path / "o.txt", 30.0
     )
     assert result.ok == 0
+
+
+def test_merged_results_add_counts_rates_and_cpu() -> None:
+    first = H2loadResult(argv=["h2load", "-n", "10"], exit_code=0, requests_per_s=100.0)
+    second = H2loadResult(argv=["h2load", "-n", "10"], exit_code=0, requests_per_s=98.5)
+    for result, (total, ok, failed, wall, cpu) in (
+        (first, (10, 9, 1, 0.10, 0.02)),
+        (second, (10, 10, 0, 0.12, 0.03)),
+    ):
+        result.total, result.status_2xx, result.failed = total, ok, failed
+        result.wall_s, result.client_cpu_s = wall, cpu
+    merged = merge_h2load_results([first, second], stagger_s=0.002)
+    assert (merged.total, merged.ok, merged.not_ok, merged.failed) == (20, 19, 1, 1)
+    assert merged.requests_per_s == 198.5  # side by side: the rates add up
+    assert merged.wall_s == 0.12
+    assert merged.client_cpu_s == pytest.approx(0.05)
+    assert merged.error is None
+    assert merged.command == "2 processes started 2 ms apart, each: h2load -n 10"
+
+
+def test_merged_results_keep_the_first_error_and_unknowns() -> None:
+    good = H2loadResult(argv=["h2load"], exit_code=0, requests_per_s=10.0, client_cpu_s=0.1)
+    bad = H2loadResult(argv=["h2load"], exit_code=1, error="no h2load summary")
+    merged = merge_h2load_results([good, bad], stagger_s=0.0)
+    assert merged.exit_code == 1
+    assert merged.error == "no h2load summary"
+    assert merged.requests_per_s is None
+    assert merged.client_cpu_s is None
+
+
+def test_staggered_processes_against_nghttpd(nghttpd_pods: PodSet, tmp_path: Path) -> None:
+    require("h2load")
+    spec = LoadSpec(path="/100b", clients=1, streams=4, rate_per_client=100, processes=3)
+    logs = [tmp_path / f"requests-{i}.log" for i in range(3)]
+    argvs = [h2load_argv("h2load", LOAD_CORE, nghttpd_pods.ports[0], spec, 20, log) for log in logs]
+    outputs = [tmp_path / f"out-{i}.txt" for i in range(3)]
+    result = run_h2load_staggered(argvs, outputs, timeout_s=60.0, stagger_s=0.002)
+    assert result.error is None, result.output
+    assert (result.total, result.ok, result.processes) == (60, 60, 3)
+    assert result.requests_per_s is not None
+    assert result.requests_per_s > 0
+    # Every process logged its own requests.
+    assert [len(read_request_log(log).start_us) for log in logs] == [20, 20, 20]
+
+
+def test_a_spread_scenario_counts_every_process_in_its_rate() -> None:
+    from loadtest.scenarios import SCENARIOS_BY_NAME, quick_variant
+
+    spread = SCENARIOS_BY_NAME["latency-spread"]
+    assert spread.fixed_rate == SCENARIOS_BY_NAME["latency"].fixed_rate == 500
+    assert (spread.load.processes, spread.load.clients) == (5, 1)
+    assert quick_variant(spread).max_requests == 1000
