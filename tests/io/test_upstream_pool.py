@@ -14,6 +14,7 @@ from activator.config import parse_config
 from activator.demopod import DemoPod, PodBehaviour
 from activator.io import app as app_module
 from activator.io.app import Activator
+from activator.io.upstream import PodPool
 from tests.io.faultproxy import FaultProxy
 
 Start = Callable[..., Awaitable[Activator]]
@@ -157,15 +158,23 @@ async def wait_until(condition: Callable[[], bool], seconds: float) -> bool:
     return condition()
 
 
-async def test_an_idle_pod_connection_is_closed_and_the_next_request_opens_another(
+@pytest.fixture
+async def idle_h2_pool(
     start_activator: Start,
     pods: Callable[..., Awaitable[DemoPod]],
     monkeypatch: pytest.MonkeyPatch,
-) -> None:
+) -> tuple[Activator, DemoPod, PodPool]:
+    """An activator in front of one h2c pod whose connections idle out after 1 s, and its pool."""
     short_pod_idle_timeout(monkeypatch)
-    pod = await pods(name="quiet")
+    pod = await pods(name="idle")
     activator = await start_activator([f"127.0.0.1:{pod.port}"])
-    pool = activator.services["web"].pools[f"127.0.0.1:{pod.port}"]
+    return activator, pod, activator.services["web"].pools[f"127.0.0.1:{pod.port}"]
+
+
+async def test_an_idle_pod_connection_is_closed_and_the_next_request_opens_another(
+    idle_h2_pool: tuple[Activator, DemoPod, PodPool],
+) -> None:
+    activator, pod, pool = idle_h2_pool
     async with client(activator) as c:
         assert (await c.get("/")).status_code == 200
         assert len(pool.h2) == 1
@@ -178,14 +187,9 @@ async def test_an_idle_pod_connection_is_closed_and_the_next_request_opens_anoth
 
 
 async def test_a_pod_connection_in_steady_use_is_not_closed_as_idle(
-    start_activator: Start,
-    pods: Callable[..., Awaitable[DemoPod]],
-    monkeypatch: pytest.MonkeyPatch,
+    idle_h2_pool: tuple[Activator, DemoPod, PodPool],
 ) -> None:
-    short_pod_idle_timeout(monkeypatch)
-    pod = await pods(name="busy")
-    activator = await start_activator([f"127.0.0.1:{pod.port}"])
-    pool = activator.services["web"].pools[f"127.0.0.1:{pod.port}"]
+    activator, pod, pool = idle_h2_pool
     async with client(activator) as c:
         # A short request every 300 ms for 3.3 s: never a stream open at a sweep, never idle.
         for _ in range(11):
