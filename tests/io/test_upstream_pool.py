@@ -24,11 +24,11 @@ Start = Callable[..., Awaitable[Activator]]
 async def start_activator() -> AsyncIterator[Start]:
     started: list[Activator] = []
 
-    async def start(endpoints: list[str], extra: str = "") -> Activator:
+    async def start(endpoints: list[str], extra: str = "", upstream: str = "h2c") -> Activator:
         endpoints_yaml = "[" + ", ".join(f'"{e}"' for e in endpoints) + "]"
         config = parse_config(
             "listen: 127.0.0.1:0\nadmin: 127.0.0.1:0\nservices:\n"
-            "  - name: web\n    hosts: ['*']\n    upstream: h2c\n"
+            f"  - name: web\n    hosts: ['*']\n    upstream: {upstream}\n"
             f"    endpoints: {endpoints_yaml}\n{extra}"
         )
         activator = Activator(config, drain_timeout=1.0)
@@ -200,29 +200,22 @@ async def test_a_pod_connection_in_steady_use_is_not_closed_as_idle(
 
 
 async def test_an_idle_http1_pod_connection_is_closed(
-    pods: Callable[..., Awaitable[DemoPod]], monkeypatch: pytest.MonkeyPatch
+    start_activator: Start,
+    pods: Callable[..., Awaitable[DemoPod]],
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     short_pod_idle_timeout(monkeypatch, protocol="http1")
     pod = await pods(name="plain")
-    config = parse_config(
-        "listen: 127.0.0.1:0\nadmin: 127.0.0.1:0\nservices:\n"
-        "  - name: web\n    hosts: ['*']\n    upstream: http1\n"
-        f"    endpoints: ['127.0.0.1:{pod.port}']\n"
-    )
-    activator = Activator(config, drain_timeout=1.0)
-    await activator.start()
-    try:
-        pool = activator.services["web"].pools[f"127.0.0.1:{pod.port}"]
-        async with client(activator) as c:
-            assert (await c.get("/")).status_code == 200
-            assert len(pool.h1_idle) == 1
-            await asyncio.sleep(0.8)
-            assert len(pool.h1_idle) == 1  # kept alive for the next request
-            assert await wait_until(lambda: pool.h1_idle == [] and pool.h1_count == 0, 4.0)
-            assert (await c.get("/")).status_code == 200
-        assert pod.stats.connections_total == 2
-    finally:
-        await activator.stop()
+    activator = await start_activator([f"127.0.0.1:{pod.port}"], upstream="http1")
+    pool = activator.services["web"].pools[f"127.0.0.1:{pod.port}"]
+    async with client(activator) as c:
+        assert (await c.get("/")).status_code == 200
+        assert len(pool.h1_idle) == 1
+        await asyncio.sleep(0.8)
+        assert len(pool.h1_idle) == 1  # kept alive for the next request
+        assert await wait_until(lambda: pool.h1_idle == [] and pool.h1_count == 0, 4.0)
+        assert (await c.get("/")).status_code == 200
+    assert pod.stats.connections_total == 2
 
 
 async def test_dead_pod_is_marked_not_ready_and_traffic_moves(
