@@ -88,9 +88,15 @@ def _raise_fd_limit() -> None:
 
 def _serve(args: argparse.Namespace) -> int:
     from activator.io.app import Activator
+    from activator.io.tls import check_tls_files
 
     try:
         config = build_config(args)
+        check_tls_files(
+            config,
+            tls_source=args.config if args.config and not args.tls_listen else "--tls-cert",
+            services_source=args.config or "--upstream",
+        )
     except ConfigError as exc:
         print(f"activator: {exc}", file=sys.stderr)
         return 2
@@ -117,8 +123,11 @@ def _serve(args: argparse.Namespace) -> int:
 
 
 def _check_config(args: argparse.Namespace) -> int:
+    from activator.io.tls import check_tls_files
+
     try:
         config = load_config(args.file)
+        check_tls_files(config, tls_source=args.file, services_source=args.file)
     except ConfigError as exc:
         print(f"activator: {exc}", file=sys.stderr)
         return 2

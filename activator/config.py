@@ -21,6 +21,7 @@ Example::
       - name: hello
         hosts: [hello.example.com, "*.hello.example.com"]
         upstream: h2c                 # h2c | http1 | https
+        # upstream_tls: {ca: pods-ca.pem, server_name: hello.default.svc}   # https: verify pods
         endpoints: []                 # may be empty: the service starts at zero
         container_concurrency: 0      # 0 = unlimited
         queue: {max_requests: 1000, max_bytes: 64MiB, timeout: 30s}
@@ -72,6 +73,7 @@ __all__ = [
     "TLSConfig",
     "TimeoutsConfig",
     "UpstreamProtocol",
+    "UpstreamTLSConfig",
     "config_from_upstreams",
     "dump_config",
     "format_hostport",
@@ -183,6 +185,23 @@ class KubernetesDiscoveryConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class UpstreamTLSConfig:
+    """How an ``https`` service verifies its pods' certificates.
+
+    Without it, TLS to the pods encrypts but does not authenticate them (as Envoy does without a
+    validation context).
+
+    Attributes:
+        ca: CA certificates (PEM file) the pods' chains must lead to; None = the system's store.
+        server_name: Name the certificate must carry, also sent as SNI; None = the pod's address
+            (an IP address is then matched against the certificate's IP SANs).
+    """
+
+    ca: str | None = None
+    server_name: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class ServiceConfig:
     """One service: the hosts it answers for and the pods that serve it.
 
@@ -190,6 +209,7 @@ class ServiceConfig:
         name: Unique name, a DNS label (``[a-z0-9]([-a-z0-9]*[a-z0-9])?``, at most 63 chars).
         hosts: Host patterns (exact, ``*.suffix`` or ``*``), as written.
         upstream: Protocol toward the pods: ``h2c`` (HTTP/2 cleartext), ``http1`` or ``https``.
+        upstream_tls: Verification of the pods' certificates (``https`` only); None = none.
         endpoints: Pod addresses as ``"host:port"``; empty when scaled to zero.
         container_concurrency: Most in-flight requests per pod; 0 = unlimited.
         queue: Queue bounds.
@@ -202,6 +222,7 @@ class ServiceConfig:
     name: str
     hosts: tuple[str, ...]
     upstream: UpstreamProtocol = "h2c"
+    upstream_tls: UpstreamTLSConfig | None = None
     endpoints: tuple[str, ...] = ()
     container_concurrency: int = 0
     queue: QueueConfig = field(default_factory=QueueConfig)
@@ -837,6 +858,14 @@ class _Parser:
                 "h2c",
             ),
         )
+        upstream_tls = self.section(entries, "upstream_tls", path, self.upstream_tls, None)
+        if upstream_tls is not None and upstream != "https":
+            self.fail(
+                entries["upstream_tls"][0],
+                _join(path, "upstream_tls"),
+                f'verifies TLS to the pods, so it needs "upstream: https" (this service uses '
+                f'"{upstream}")',
+            )
         no_endpoints: tuple[str, ...] = ()
         endpoints = self.section(entries, "endpoints", path, self.endpoints, no_endpoints)
         container_concurrency = self.section(entries, "container_concurrency", path, self.count, 0)
@@ -850,6 +879,7 @@ class _Parser:
             name=name,
             hosts=hosts,
             upstream=upstream,
+            upstream_tls=upstream_tls,
             endpoints=endpoints,
             container_concurrency=container_concurrency,
             queue=queue,
@@ -878,6 +908,18 @@ class _Parser:
             f'a service takes its pods from one of "endpoints", "dns" or "kubernetes"; '
             f'"{first}" is also given (line {first_line})',
         )
+
+    def upstream_tls(self, node: Node, path: str) -> UpstreamTLSConfig:
+        entries = self.mapping(node, path, ("ca", "server_name"))
+        ca = self.section(entries, "ca", path, self.string, None)
+        server_name = self.section(entries, "server_name", path, self.server_name, None)
+        return UpstreamTLSConfig(ca=ca, server_name=server_name)
+
+    def server_name(self, node: Node, path: str) -> str:
+        name = self.string(node, path)
+        if not _is_host_name_or_ipv4(name):
+            self.fail(node, path, f'"{name}" is not a valid DNS name or IPv4 address')
+        return name
 
     def dns_discovery(self, node: Node, path: str) -> DnsDiscoveryConfig:
         entries = self.mapping(node, path, ("name", "port", "interval"), required=("name", "port"))
@@ -1009,6 +1051,7 @@ _SERVICE_KEYS: Final = (
     "name",
     "hosts",
     "upstream",
+    "upstream_tls",
     "endpoints",
     "container_concurrency",
     "queue",
@@ -1191,6 +1234,13 @@ def dump_config(config: Config) -> str:
                 "max_duration": service.timeouts.max_duration,
             },
         }
+        if service.upstream_tls is not None:
+            upstream_tls: dict[str, str] = {}
+            if service.upstream_tls.ca is not None:
+                upstream_tls["ca"] = service.upstream_tls.ca
+            if service.upstream_tls.server_name is not None:
+                upstream_tls["server_name"] = service.upstream_tls.server_name
+            entry["upstream_tls"] = upstream_tls
         if service.probe is not None:
             entry["probe"] = {"path": service.probe.path}
         if service.dns is not None:

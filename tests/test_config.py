@@ -20,6 +20,7 @@ from activator.config import (
     ServiceConfig,
     TimeoutsConfig,
     TLSConfig,
+    UpstreamTLSConfig,
     config_from_upstreams,
     dump_config,
     format_hostport,
@@ -47,6 +48,10 @@ services:
   - name: world
     hosts: ["*"]
     upstream: http1
+  - name: secure
+    hosts: [secure.example.com]
+    upstream: https
+    upstream_tls: {ca: pods-ca.pem, server_name: secure.default.svc}
 autoscaler:
   push_url: http://127.0.0.1:9999/v1/stats
   interval: 2s
@@ -75,6 +80,12 @@ FULL_EXPECTED = Config(
             timeouts=TimeoutsConfig(response_start=0.3, idle=0.0, max_duration=3600.0),
         ),
         ServiceConfig(name="world", hosts=("*",), upstream="http1"),
+        ServiceConfig(
+            name="secure",
+            hosts=("secure.example.com",),
+            upstream="https",
+            upstream_tls=UpstreamTLSConfig(ca="pods-ca.pem", server_name="secure.default.svc"),
+        ),
     ),
     autoscaler=AutoscalerConfig(push_url="http://127.0.0.1:9999/v1/stats", interval=2.0),
     busy_poll=0.02,
@@ -103,6 +114,7 @@ class TestGoodFiles:
         service = config.services[0]
         assert service == ServiceConfig(name="a", hosts=("a.example.com",))
         assert service.upstream == "h2c"
+        assert service.upstream_tls is None
         assert service.endpoints == ()
         assert service.container_concurrency == 0
         assert service.queue == QueueConfig(max_requests=1000, max_bytes=64 * 1024**2, timeout=30)
@@ -188,6 +200,14 @@ class TestRoundTrip:
                     max_bytes=st.integers(0, 2**40),
                     timeout=st.floats(0.001, 1e6),
                 ),
+                upstream_tls=st.one_of(
+                    st.none(),
+                    st.builds(
+                        UpstreamTLSConfig,
+                        ca=st.sampled_from([None, "ca.pem", "/etc/pods ca/ca.pem"]),
+                        server_name=st.sampled_from([None, "pods.default.svc", "10.0.0.7"]),
+                    ),
+                ),
                 probe=st.one_of(st.none(), st.builds(ProbeConfig, path=st.just("/p/q"))),
                 timeouts=st.builds(
                     TimeoutsConfig,
@@ -208,7 +228,12 @@ class TestRoundTrip:
         from dataclasses import replace
 
         services = [
-            replace(service, hosts=(f"{service.name}.example.com", f"*.{service.name}.test"))
+            replace(
+                service,
+                hosts=(f"{service.name}.example.com", f"*.{service.name}.test"),
+                # upstream_tls belongs to https services only (an error elsewhere).
+                upstream_tls=service.upstream_tls if service.upstream == "https" else None,
+            )
             for service in services
         ]
         config = Config(
@@ -431,6 +456,43 @@ class TestErrors:
         assert str(error) == (
             'config.yaml:5: services[0].timeouts.idle: expected a duration like "30s", got "-1s"'
         )
+
+    def test_upstream_tls_needs_an_https_upstream(self) -> None:
+        error = error_of(
+            "services:\n- name: a\n  hosts: [a]\n  upstream: h2c\n  upstream_tls: {ca: ca.pem}\n"
+        )
+        assert str(error) == (
+            "config.yaml:5: services[0].upstream_tls: verifies TLS to the pods, so it needs "
+            '"upstream: https" (this service uses "h2c")'
+        )
+        # The default upstream (h2c) counts too.
+        error = error_of("services:\n- name: a\n  hosts: [a]\n  upstream_tls: {}\n")
+        assert "config.yaml:4: services[0].upstream_tls:" in str(error)
+
+    def test_upstream_tls_errors_name_the_key_and_line(self) -> None:
+        head = "services:\n- name: a\n  hosts: [a]\n  upstream: https\n  upstream_tls:\n"
+        error = error_of(head + "    server_name: 'not a name'\n")
+        assert str(error) == (
+            "config.yaml:6: services[0].upstream_tls.server_name: "
+            '"not a name" is not a valid DNS name or IPv4 address'
+        )
+        error = error_of(head + "    ca: ''\n")
+        assert str(error) == "config.yaml:6: services[0].upstream_tls.ca: must not be empty"
+        error = error_of(head + "    ca_file: ca.pem\n")
+        assert str(error) == (
+            "config.yaml:6: services[0].upstream_tls.ca_file: unknown key; "
+            "expected one of: ca, server_name"
+        )
+        error = error_of(head + "    servername: pods.svc\n")
+        assert 'did you mean "server_name"?' in str(error)
+
+    def test_upstream_tls_may_be_empty(self) -> None:
+        # Verify against the system's CA store and the pod's address.
+        config = parse_config(
+            "services:\n- {name: a, hosts: [a], upstream: https, upstream_tls: {}}\n"
+        )
+        assert config.services[0].upstream_tls == UpstreamTLSConfig(ca=None, server_name=None)
+        assert parse_config(dump_config(config)) == config
 
     def test_busy_poll_errors_name_the_key_and_line(self) -> None:
         error = error_of("listen: 127.0.0.1:8080\nbusy_poll: -5\n")

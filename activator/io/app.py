@@ -8,7 +8,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
-import ssl
 from collections.abc import Callable, Iterable
 
 from activator.config import Config, ServiceConfig, parse_hostport
@@ -23,6 +22,7 @@ from activator.io.metrics import ActivatorMetrics
 from activator.io.readiness import ReadinessProber
 from activator.io.reporter import AutoscalerReporter
 from activator.io.service import ServiceRuntime
+from activator.io.tls import listener_context, pod_context
 from activator.io.upstream import UpstreamSettings
 
 log = logging.getLogger("activator")
@@ -30,15 +30,12 @@ log = logging.getLogger("activator")
 
 def upstream_settings(service: ServiceConfig) -> UpstreamSettings:
     """How to reach a service's pods."""
-    ssl_context = None
-    if service.upstream == "https":
-        # Pods present cluster-internal certificates; the transport is encrypted, the pod's identity
-        # comes from discovery (as with Knative's activator to queue-proxy hop).
-        ssl_context = ssl.create_default_context()
-        ssl_context.check_hostname = False
-        ssl_context.verify_mode = ssl.CERT_NONE
-        ssl_context.set_alpn_protocols(["h2", "http/1.1"])
-    return UpstreamSettings(protocol=service.upstream, ssl_context=ssl_context)
+    tls = service.upstream_tls
+    return UpstreamSettings(
+        protocol=service.upstream,
+        ssl_context=pod_context(service),
+        server_name=tls.server_name if tls is not None else None,
+    )
 
 
 class Activator:
@@ -91,6 +88,12 @@ class Activator:
                 gate=self.slot_gate(index, service_config) if self.slot_gate else None,
             )
             runtime.on_pod_failed = self._make_pod_failed(runtime)
+            if service_config.upstream == "https" and service_config.upstream_tls is None:
+                log.warning(
+                    "service %s: pods' TLS certificates are not verified"
+                    " (set upstream_tls to verify them)",
+                    service_config.name,
+                )
             self.services[service_config.name] = runtime
             self.set_endpoints(runtime.name, service_config.endpoints)
             source = self.discovery(service_config, self.set_endpoints)
@@ -116,9 +119,7 @@ class Activator:
         self._servers.append(server)
         self.listen_port = server.sockets[0].getsockname()[1]
         if config.tls is not None:
-            ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-            ctx.load_cert_chain(config.tls.cert, config.tls.key)
-            ctx.set_alpn_protocols(["h2", "http/1.1"])
+            ctx = listener_context(config.tls)
             tls_host, tls_port = parse_hostport(config.tls.listen)
             tls_server = await loop.create_server(
                 lambda: IngressProtocol(self.router, settings, loop, True, self.connections),

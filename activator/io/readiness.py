@@ -14,8 +14,9 @@ import ssl
 import httpx
 from tenacity import AsyncRetrying, retry_if_result, wait_exponential_jitter
 
-from activator.config import parse_hostport
+from activator.config import ServiceConfig, UpstreamTLSConfig, parse_hostport
 from activator.io.service import ServiceRuntime
+from activator.io.tls import pod_context
 
 log = logging.getLogger("activator.readiness")
 
@@ -29,7 +30,7 @@ class ReadinessProber:
     def __init__(self, probe_timeout: float = 2.0) -> None:
         self.probe_timeout = probe_timeout
         self._tasks: dict[tuple[str, str], asyncio.Task[None]] = {}
-        self._clients: dict[str, httpx.AsyncClient] = {}
+        self._clients: dict[tuple[str, UpstreamTLSConfig | None], httpx.AsyncClient] = {}
 
     def watch(self, service: ServiceRuntime, address: str) -> None:
         """Probe ``address`` until it is ready (no-op if already probing)."""
@@ -75,26 +76,34 @@ class ReadinessProber:
             writer.close()
             return True
         scheme = "https" if config.upstream == "https" else "http"
-        client = self._client(config.upstream)
+        client = self._client(config)
+        tls = config.upstream_tls
+        # The name the pod's certificate is checked against, as the data path checks it.
+        extensions = {"sni_hostname": tls.server_name} if tls and tls.server_name else None
         try:
             response = await client.get(
-                f"{scheme}://{address}{config.probe.path}", timeout=self.probe_timeout
+                f"{scheme}://{address}{config.probe.path}",
+                timeout=self.probe_timeout,
+                extensions=extensions,
             )
         except (httpx.HTTPError, OSError, ssl.SSLError):
             return False
         return 200 <= response.status_code < 300
 
-    def _client(self, protocol: str) -> httpx.AsyncClient:
-        client = self._clients.get(protocol)
+    def _client(self, config: ServiceConfig) -> httpx.AsyncClient:
+        # One client per way of reaching pods: https services differ in what they verify.
+        key = (config.upstream, config.upstream_tls)
+        client = self._clients.get(key)
         if client is None:
-            if protocol == "h2c":
+            if config.upstream == "h2c":
                 # httpx speaks HTTP/2 with prior knowledge when HTTP/1.1 is turned off.
                 client = httpx.AsyncClient(http1=False, http2=True)
-            elif protocol == "https":
-                client = httpx.AsyncClient(http2=True, verify=False)
+            elif config.upstream == "https":
+                context = pod_context(config)  # verifies as the data path does, or not at all
+                client = httpx.AsyncClient(http2=True, verify=context or False)
             else:
                 client = httpx.AsyncClient()
-            self._clients[protocol] = client
+            self._clients[key] = client
         return client
 
     async def close(self) -> None:

@@ -63,6 +63,8 @@ class UpstreamSettings:
     # (a partitioned pod sends no RST, so only a PING finds it).
     ping_after: float = 10.0
     ssl_context: ssl.SSLContext | None = None
+    # Name sent as SNI and checked in the pod's certificate; None = the pod's host.
+    server_name: str | None = None
 
 
 class PodPool:
@@ -141,7 +143,9 @@ class PodPool:
                     self.host,
                     self.port,
                     ssl=settings.ssl_context,
-                    server_hostname=self.host if settings.ssl_context is not None else None,
+                    server_hostname=(settings.server_name or self.host)
+                    if settings.ssl_context is not None
+                    else None,
                 )
         except (OSError, TimeoutError, ssl.SSLError) as exc:
             conn.connect_failed(f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__)

@@ -288,10 +288,22 @@ VALUE_SETS: dict[str, Manifest] = {
         "workers": 4,
         "extraArgs": ["--log-level", "debug"],
         "extraEnv": [{"name": "LOG_FORMAT", "value": "json"}],
+        "extraVolumes": [{"name": "pods-ca", "secret": {"secretName": "pods-ca"}}],
+        "extraVolumeMounts": [{"name": "pods-ca", "mountPath": "/etc/pods-ca", "readOnly": True}],
         "bindAddress": "::",
         "ports": {"data": 8081, "admin": 9091},
         "config": {
-            "services": [HELLO_SERVICE, {**HELLO_SERVICE, "name": "empty", "endpoints": []}]
+            "services": [
+                HELLO_SERVICE,
+                {**HELLO_SERVICE, "name": "empty", "endpoints": []},
+                {
+                    **HELLO_SERVICE,
+                    "name": "secure",
+                    "hosts": ["secure.example.com"],
+                    "upstream": "https",
+                    "upstream_tls": {"ca": "/etc/pods-ca/ca.crt", "server_name": "secure.svc"},
+                },
+            ]
         },
         "drain": {"timeoutSeconds": 120, "preStopSleepSeconds": 0},
         "rollingUpdate": {"maxSurge": "25%", "maxUnavailable": 0},

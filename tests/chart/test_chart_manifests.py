@@ -287,6 +287,34 @@ def test_only_tmp_and_config_are_mounted(default_render: Rendered) -> None:
     assert volumes[mounts["/tmp"]["name"]]["emptyDir"]["sizeLimit"] == "64Mi"
 
 
+def test_extra_volumes_are_mounted_beside_the_chart_own(helm: Helm) -> None:
+    """A CA for a service's upstream_tls comes in through extraVolumes and extraVolumeMounts."""
+    rendered = helm.template(
+        {
+            "extraVolumes": [{"name": "pods-ca", "secret": {"secretName": "pods-ca"}}],
+            "extraVolumeMounts": [
+                {"name": "pods-ca", "mountPath": "/etc/pods-ca", "readOnly": True}
+            ],
+            "config": {
+                "services": [
+                    {
+                        **HELLO_SERVICE,
+                        "upstream": "https",
+                        "upstream_tls": {"ca": "/etc/pods-ca/ca.crt"},
+                    }
+                ]
+            },
+        }
+    )
+    mounts = [m["mountPath"] for m in rendered.container["volumeMounts"]]
+    assert mounts == ["/etc/activator", "/tmp", "/etc/pods-ca"]
+    volumes = {v["name"]: v for v in rendered.pod_spec["volumes"]}
+    assert volumes["pods-ca"] == {"name": "pods-ca", "secret": {"secretName": "pods-ca"}}
+    assert set(volumes) == {"config", "tmp", "pods-ca"}
+    (service,) = rendered.activator_config["services"]
+    assert service["upstream_tls"] == {"ca": "/etc/pods-ca/ca.crt"}
+
+
 def test_resources_have_requests_and_limits(default_render: Rendered) -> None:
     resources = default_render.container["resources"]
     assert set(resources["requests"]) == {"cpu", "memory"}

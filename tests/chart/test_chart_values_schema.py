@@ -24,6 +24,11 @@ BAD_VALUES: dict[str, tuple[Values, str]] = {
         "endpoints",
     ),
     "service without hosts": ({"config": {"services": [{"name": "hello"}]}}, "hosts"),
+    "unknown upstream_tls key": (
+        {"config": {"services": [{**HELLO_SERVICE, "upstream_tls": {"ca_file": "ca.pem"}}]}},
+        "ca_file",
+    ),
+    "volume mount without a path": ({"extraVolumeMounts": [{"name": "ca"}]}, "mountPath"),
     "duration without a unit": (
         {"config": {"autoscaler": {"interval": 1}}},
         "interval",

@@ -1,7 +1,8 @@
 """TLS on both hops: the activator's ``--tls-listen`` listener (ALPN h2 and http/1.1) with curl, httpx
 and grpcio as clients, and ``https://`` upstreams (TLS to the pods, ALPN h2 with a fallback to
-HTTP/1.1, certificates not verified) with the demo pod, nghttpd, an HTTP/1.1-only server and grpcio
-as pods. The certificate is self-signed and made at test time.
+HTTP/1.1) with the demo pod, nghttpd, an HTTP/1.1-only server and grpcio as pods: certificates
+unverified by default, verified against a CA and a name with ``upstream_tls``. The certificate is
+self-signed (its own CA) and made at test time.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import os
 import socket
 import ssl
 import subprocess
+import sys
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -432,6 +434,131 @@ def test_https_upstream_to_a_plaintext_pod_is_a_prompt_502(
 
     assert result.status == 502
     assert b"SSL" in result.body
+
+
+# -- pods' certificates verified (upstream_tls) --------------------------------------------------
+
+
+def verified_service(
+    tmp_path: Path, pod_address: str, upstream_tls: str, probe: bool, name: str = "verified.yaml"
+) -> Path:
+    """A config file: one https service for every host, its pod, and the given upstream_tls."""
+    config = tmp_path / name
+    config.write_text(
+        "services:\n"
+        "  - name: secure\n"
+        '    hosts: ["*"]\n'
+        "    upstream: https\n"
+        f"    upstream_tls: {upstream_tls}\n"
+        f'    endpoints: ["{pod_address}"]\n'
+        + ("    probe: {path: /healthz}\n    queue: {timeout: 2s}\n" if probe else "")
+    )
+    return config
+
+
+@pytest.mark.parametrize(
+    "server_name",
+    [
+        pytest.param("localhost", id="by-name"),
+        pytest.param(None, id="by-ip-san"),  # the pod's address, 127.0.0.1, is in the certificate
+    ],
+)
+def test_https_upstream_verified_against_its_ca(
+    activator_proc: Callable[..., Any],
+    certificate: Certificate,
+    tmp_path: Path,
+    server_name: str | None,
+) -> None:
+    pod = start_tls_demo_pod("verified-pod", certificate)
+    named = f", server_name: {server_name}" if server_name else ""
+    config = verified_service(tmp_path, pod.address, f"{{ca: {certificate.cert}{named}}}", True)
+    try:
+        activator = activator_proc(config_path=config)
+        result = curl("--http2-prior-knowledge", activator.url + "/", tmp_path=tmp_path)
+    finally:
+        pod.stop()
+
+    assert (result.status, result.body) == (200, b"hello from verified-pod\n")
+    assert "not verified" not in activator.stderr_text()
+
+
+@pytest.mark.parametrize(
+    "mismatch", ["name", "ca"], ids=["certificate-for-another-name", "another-ca"]
+)
+def test_https_upstream_that_fails_verification_gets_no_request(
+    activator_proc: Callable[..., Any],
+    certificate: Certificate,
+    tmp_path: Path,
+    mismatch: str,
+) -> None:
+    """A pod whose certificate does not verify is never sent the request: 502 with the reason."""
+    if mismatch == "name":
+        upstream_tls = f"{{ca: {certificate.cert}, server_name: pods.example.com}}"
+    else:
+        other = make_self_signed(tmp_path)  # same names, another key: not this pod's issuer
+        upstream_tls = f"{{ca: {other.cert}}}"
+    pod = Http1TlsPod(certificate)
+    config = verified_service(tmp_path, pod.address, upstream_tls, False)
+    try:
+        activator = activator_proc(config_path=config)
+        result = curl("--http2-prior-knowledge", activator.url + "/", tmp_path=tmp_path)
+    finally:
+        pod.stop()
+
+    assert result.status == 502
+    assert b"CERTIFICATE_VERIFY_FAILED" in result.body
+    assert pod.hosts == []  # no request reached the pod
+
+
+def test_readiness_probe_verifies_as_the_data_path_does(
+    activator_proc: Callable[..., Any], certificate: Certificate, tmp_path: Path
+) -> None:
+    """A probe that skipped verification would call a pod ready that no request can reach; the
+    pod stays not ready and requests wait for a ready pod, then time out (504)."""
+    pod = start_tls_demo_pod("unverified-pod", certificate)
+    upstream_tls = f"{{ca: {certificate.cert}, server_name: pods.example.com}}"
+    config = verified_service(tmp_path, pod.address, upstream_tls, True)
+    try:
+        activator = activator_proc(config_path=config)
+        result = curl("--http2-prior-knowledge", activator.url + "/", tmp_path=tmp_path)
+        services = activator.services()
+    finally:
+        pod.stop()
+
+    assert result.status == 504
+    (service,) = services
+    assert [p["ready"] for p in service["pods"]] == [False]
+
+
+def test_unverified_https_upstream_is_logged(
+    activator_proc: Callable[..., Any], certificate: Certificate, tmp_path: Path
+) -> None:
+    pod = start_tls_demo_pod("tls-pod", certificate)
+    try:
+        activator = activator_proc(f"https://{pod.address}")
+        result = curl("--http2-prior-knowledge", activator.url + "/", tmp_path=tmp_path)
+    finally:
+        pod.stop()
+
+    assert result.status == 200
+    assert "service default: pods' TLS certificates are not verified" in activator.stderr_text()
+
+
+def test_a_ca_file_that_does_not_load_stops_the_start(tmp_path: Path) -> None:
+    config = verified_service(tmp_path, "127.0.0.1:1", f"{{ca: {tmp_path / 'missing.pem'}}}", False)
+    not_pem = tmp_path / "not.pem"
+    not_pem.write_text("not a certificate\n")
+    config_bad = verified_service(tmp_path, "127.0.0.1:1", f"{{ca: {not_pem}}}", False, "bad.yaml")
+    cases = ((config, "No such file or directory"), (config_bad, "NO_CERTIFICATE_OR_CRL_FOUND"))
+    for path, reason in cases:
+        for command in ("serve", "check-config"):
+            argv = [sys.executable, "-m", "activator", command]
+            argv += ["--config", str(path)] if command == "serve" else [str(path)]
+            done = subprocess.run(argv, capture_output=True, text=True, timeout=30, check=False)
+            assert done.returncode == 2, done.stderr
+            expected = f"activator: {path}: services[0].upstream_tls.ca: cannot load the CA"
+            assert done.stderr.startswith(expected), done.stderr
+            assert reason in done.stderr
 
 
 def test_grpc_with_tls_on_both_hops(
