@@ -18,6 +18,7 @@ import dataclasses
 import json
 import os
 import platform
+import re
 import shlex
 import shutil
 import signal
@@ -107,6 +108,14 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--activator-workers", type=int, help="append --workers N to the activator commands"
     )
+    parser.add_argument(
+        "--variant",
+        action="append",
+        default=[],
+        metavar="LABEL=ARGS",
+        help="also run the activator with ARGS appended to its commands, as target "
+        "activator+LABEL in the same rounds (repeatable), e.g. busy-poll='--busy-poll 20ms'",
+    )
     parser.add_argument("--haproxy", default="haproxy", help="HAProxy binary [%(default)s]")
     parser.add_argument("--h2load", default="h2load", help="h2load binary [%(default)s]")
     parser.add_argument("--nghttpd", default="nghttpd", help="nghttpd binary [%(default)s]")
@@ -178,6 +187,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     bad_targets = set(target_names) - {"direct", "haproxy", "activator"}
     if bad_targets:
         build_parser().error(f"unknown target(s) {', '.join(sorted(bad_targets))}")
+    try:
+        variants = [parse_variant(text) for text in args.variant]
+    except ValueError as err:
+        build_parser().error(str(err))
+    if len({label for label, _ in variants}) < len(variants):
+        build_parser().error("--variant labels must differ")
     for tool, package in ((args.h2load, "nghttp2-client"), ("taskset", "util-linux")):
         if shutil.which(tool) is None:
             print(f"loadtest: {tool} not found (Debian package {package})", file=sys.stderr)
@@ -205,7 +220,25 @@ def main(argv: Sequence[str] | None = None) -> int:
             targets.append(
                 Activator(args.activator_cmd, args.activator_burst_cmd, args.activator_workers)
             )
+    targets += [
+        Activator(args.activator_cmd, args.activator_burst_cmd, args.activator_workers, variant)
+        for variant in variants
+    ]
     return run(args, settings, scenarios, targets, out_dir)
+
+
+def parse_variant(text: str) -> tuple[str, list[str]]:
+    """``LABEL=ARGS`` of ``--variant``: the label and the arguments, split as a shell would."""
+    label, sep, args = text.partition("=")
+    if not sep or not re.fullmatch(r"[a-z0-9][a-z0-9-]*", label):
+        raise ValueError(
+            f"--variant {text!r}: expected LABEL=ARGS with a label of a-z, 0-9 and -, "
+            "e.g. busy-poll='--busy-poll 20ms'"
+        )
+    argv = shlex.split(args)
+    if not argv:
+        raise ValueError(f"--variant {text!r}: no arguments after '='")
+    return label, argv
 
 
 class Interrupted(Exception):

@@ -8,6 +8,7 @@ import subprocess
 import sys
 import time
 from abc import ABC, abstractmethod
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -163,12 +164,27 @@ class HAProxy(Target):
 class Activator(Target):
     name = "activator"
 
-    def __init__(self, template: str, empty_template: str, workers: int | None) -> None:
+    def __init__(
+        self,
+        template: str,
+        empty_template: str,
+        workers: int | None,
+        variant: tuple[str, Sequence[str]] | None = None,
+    ) -> None:
+        """`variant`: (label, extra arguments): a target named ``activator+label`` whose commands
+        end with those arguments, to compare an option side by side with the plain activator."""
         self.template = template
         self.empty_template = empty_template
         self.workers = workers
-        workers_flag = f" `--workers {workers}`" if workers else ""
-        self.description = f"`{template}`{workers_flag} (burst: `{empty_template}`{workers_flag})"
+        self.extra_args: list[str] = []
+        if variant is not None:
+            label, extra_args = variant
+            self.name = f"activator+{label}"
+            self.extra_args = list(extra_args)
+        flags = f" --workers {workers}" if workers else ""
+        flags += "".join(f" {shlex.quote(arg)}" for arg in self.extra_args)
+        flags = f" `{flags.strip()}`" if flags else ""
+        self.description = f"`{template}`{flags} (burst: `{empty_template}`{flags})"
 
     def render(
         self,
@@ -192,7 +208,7 @@ class Activator(Target):
         argv = shlex.split(template.format(**fields))
         if self.workers:
             argv += ["--workers", str(self.workers)]
-        return argv
+        return argv + self.extra_args
 
     def launch(
         self, context: LaunchContext, pods: PodSet, http1_clients: bool, started_empty: bool

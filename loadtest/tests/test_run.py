@@ -12,7 +12,7 @@ import pytest
 
 from loadtest.bench import RunRecord
 from loadtest.procs import read_proc_stat
-from loadtest.run import sanitize
+from loadtest.run import parse_variant, sanitize
 
 from .conftest import require
 
@@ -75,6 +75,64 @@ def test_quick_run_writes_results_and_leaves_no_process(tmp_path: Path) -> None:
     assert (out / "latency-cdf-small.png").stat().st_size > 0
     assert "activator-loadtest-" in done.stderr
     assert _processes_mentioning("activator-loadtest-") == []
+
+
+@pytest.mark.slow
+def test_a_variant_runs_beside_the_activator_in_the_same_rounds(tmp_path: Path) -> None:
+    for tool in ("h2load", "nghttpd", "activator"):
+        require(tool)
+    out = tmp_path / "out"
+    done = subprocess.run(
+        [
+            sys.executable,
+            str(RUN_PY),
+            "--quick",
+            "--scenarios",
+            "small",
+            "--targets",
+            "activator",
+            "--variant",
+            "busy-poll=--busy-poll 5ms",
+            "--run-seconds",
+            "0.3",
+            "--idle-wait",
+            "0",
+            "--out",
+            str(out),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    data = json.loads((out / "results.json").read_text())
+    measured = {r["target"]: r for r in data["records"] if r["requests_per_s"]}
+    assert set(measured) == {"activator", "activator+busy-poll"}
+    assert all(r["failed"] == 0 for r in measured.values())
+    assert "--busy-poll 5ms" in data["meta"]["targets"]["activator+busy-poll"]
+    assert "--busy-poll" not in data["meta"]["targets"]["activator"]
+    assert "| activator+busy-poll | 1 |" in (out / "RESULTS.md").read_text()
+
+
+@pytest.mark.parametrize(
+    ("text", "parsed"),
+    [
+        ("busy-poll=--busy-poll 20ms", ("busy-poll", ["--busy-poll", "20ms"])),
+        (
+            "w2=--workers 2 --log-level 'warning'",
+            ("w2", ["--workers", "2", "--log-level", "warning"]),
+        ),
+    ],
+)
+def test_parse_variant(text: str, parsed: tuple[str, list[str]]) -> None:
+    assert parse_variant(text) == parsed
+
+
+@pytest.mark.parametrize("text", ["--busy-poll 20ms", "Busy=--x", "=--x", "busy-poll=", "a b=--x"])
+def test_parse_variant_rejects(text: str) -> None:
+    with pytest.raises(ValueError, match="--variant"):
+        parse_variant(text)
 
 
 def test_sanitize_replaces_machine_paths(tmp_path: Path) -> None:

@@ -99,6 +99,26 @@ def test_activator_template_fields_and_workers(tmp_path: Path) -> None:
     assert empty == ["activator", "serve", "--config", str(tmp_path / "c.yaml"), "--workers", "2"]
 
 
+def test_a_variant_is_the_activator_with_arguments_appended(tmp_path: Path) -> None:
+    variant = ("busy-poll", ["--busy-poll", "20ms"])
+    activator = Activator(
+        DEFAULT_ACTIVATOR_TEMPLATE, DEFAULT_ACTIVATOR_EMPTY_TEMPLATE, workers=2, variant=variant
+    )
+    assert activator.name == "activator+busy-poll"
+    assert "`--workers 2 --busy-poll 20ms`" in activator.description
+    argv = activator.render(
+        DEFAULT_ACTIVATOR_TEMPLATE, 8080, 9090, ["h2c://127.0.0.1:1"], tmp_path / "c.yaml", tmp_path
+    )
+    assert argv[-4:] == ["--workers", "2", "--busy-poll", "20ms"]
+    empty = activator.render(
+        DEFAULT_ACTIVATOR_EMPTY_TEMPLATE, 1, 2, [], tmp_path / "c.yaml", tmp_path
+    )
+    assert empty[-2:] == ["--busy-poll", "20ms"]
+    plain = Activator(DEFAULT_ACTIVATOR_TEMPLATE, DEFAULT_ACTIVATOR_EMPTY_TEMPLATE, None)
+    assert plain.name == "activator"
+    assert "busy" not in plain.description
+
+
 def test_missing_activator_binary_is_reported(registry: ProcessRegistry, tmp_path: Path) -> None:
     activator = Activator("no-such-activator-binary serve", DEFAULT_ACTIVATOR_EMPTY_TEMPLATE, None)
     context = LaunchContext(registry, PortAllocator(), tmp_path, proxy_core=0, start_timeout_s=5)
