@@ -1,10 +1,10 @@
 """Processes the harness starts, and the CPU they use, read from /proc.
 
-Every process is started through `ProcessRegistry.start`, pinned to one core with `taskset`, in
-its own session (so a Ctrl-C in the terminal reaches only the harness, which then stops its
-children in order) and, where util-linux's `setpriv` exists, with a parent-death signal, so that
-even a harness killed with SIGKILL takes its children with it. Only processes recorded here are
-ever signalled, by PID and start time.
+Every process is started through `ProcessRegistry.start`, pinned with `taskset` to one core (or a
+set of them), in its own session (so a Ctrl-C in the terminal reaches only the harness, which then
+stops its children in order) and, where util-linux's `setpriv` exists, with a parent-death signal,
+so that even a harness killed with SIGKILL takes its children with it. Only processes recorded here
+are ever signalled, by PID and start time.
 """
 
 from __future__ import annotations
@@ -20,10 +20,13 @@ import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeAlias
 
 HOST = "127.0.0.1"
 CLOCK_TICKS_PER_SECOND = os.sysconf("SC_CLK_TCK")
 PAGE_SIZE = os.sysconf("SC_PAGE_SIZE")
+
+Cores: TypeAlias = int | Iterable[int]  # one core, or a set of them
 
 
 @dataclass(frozen=True)
@@ -197,6 +200,35 @@ class PortAllocator:
         raise RuntimeError("no free loopback port found")
 
 
+def cpu_list(cores: Cores) -> str:
+    """taskset -c's list of `cores`: 0 -> "0", {1, 0} -> "0,1"."""
+    if isinstance(cores, int):
+        return str(cores)
+    listed = sorted(set(cores))
+    if not listed:
+        raise ValueError("no core to pin to")  # taskset would reject "-c ''" only at run time
+    return ",".join(str(core) for core in listed)
+
+
+def pinned_argv(argv: Sequence[str], cores: Cores | None) -> list[str]:
+    """`argv` behind `taskset -c LIST` (None: as it is). taskset execs, so the PID stays argv's."""
+    return list(argv) if cores is None else ["taskset", "-c", cpu_list(cores), *argv]
+
+
+def pin_threads(pid: int, cores: Iterable[int]) -> None:
+    """Move every thread of a running process to `cores`.
+
+    Affinity is per thread: setting it for the PID alone would move only the main thread, and
+    threads started later inherit the affinity of the thread that starts them.
+    """
+    allowed = set(cores)
+    for tid in os.listdir(f"/proc/{pid}/task"):
+        try:
+            os.sched_setaffinity(int(tid), allowed)
+        except ProcessLookupError:
+            pass  # the thread exited after the listing
+
+
 def _death_signal_prefix() -> list[str]:
     # setpriv sets PR_SET_PDEATHSIG and execs: the signal survives the exec of taskset and of the
     # program, and the PID stays the same. (A preexec_fn would do the same but is unsafe once
@@ -206,19 +238,19 @@ def _death_signal_prefix() -> list[str]:
 
 
 class Process:
-    """One process started by the harness, pinned to one core (``core=None``: not pinned)."""
+    """One process started by the harness, pinned to a core or a set of them (None: not pinned)."""
 
     def __init__(
         self,
         name: str,
         argv: Sequence[str],
         log_path: Path,
-        core: int | None,
+        core: Cores | None,
         env: dict[str, str] | None = None,
         cwd: Path | None = None,
     ) -> None:
         self.name = name
-        self.argv = ["taskset", "-c", str(core), *argv] if core is not None else list(argv)
+        self.argv = pinned_argv(argv, core)
         self.log_path = log_path
         self._log = open(log_path, "ab")  # noqa: SIM115 - closed in stop()
         self._log.write(f"\n### {shlex.join(self.argv)}\n".encode())
@@ -298,7 +330,7 @@ class ProcessRegistry:
         name: str,
         argv: Sequence[str],
         log_path: Path,
-        core: int | None,
+        core: Cores | None,
         env: dict[str, str] | None = None,
         cwd: Path | None = None,
     ) -> Process:

@@ -2,13 +2,19 @@
 
 from __future__ import annotations
 
+import os
 import sys
 import time
 from pathlib import Path
 
+import pytest
+
 from loadtest.procs import (
     ProcessRegistry,
+    cpu_list,
     parse_proc_stat,
+    pin_threads,
+    pinned_argv,
     process_tree,
     read_proc_stat,
     tree_usage,
@@ -97,3 +103,85 @@ def test_wait_for_port_reports_an_exited_process(tmp_path: Path) -> None:
         registry.stop_all()
     assert problem is not None
     assert "exited with code 1" in problem
+
+
+def test_pinned_argv_takes_one_core_or_a_set_of_them() -> None:
+    argv = ["h2load", "-D", "8", "http://127.0.0.1:1/"]
+    assert pinned_argv(argv, 0) == ["taskset", "-c", "0", *argv]
+    assert pinned_argv(argv, {1, 0}) == ["taskset", "-c", "0,1", *argv]
+    assert pinned_argv(argv, frozenset({3, 1})) == ["taskset", "-c", "1,3", *argv]
+    assert pinned_argv(argv, [1, 1]) == ["taskset", "-c", "1", *argv]
+    assert pinned_argv(argv, None) == argv
+    assert cpu_list(range(4)) == "0,1,2,3"
+    with pytest.raises(ValueError, match="no core"):
+        cpu_list(set())
+
+
+both_cores = pytest.mark.skipif(
+    not {0, 1}.issubset(os.sched_getaffinity(0)), reason="needs cores 0 and 1"
+)
+
+
+def _wait_for_exec(pid: int, program: str) -> None:
+    # Bounded poll for setpriv and taskset to have exec'd the program (not a deadline under test).
+    for _ in range(200):
+        try:
+            if Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")[0] == program.encode():
+                return
+        except OSError:
+            pass
+        time.sleep(0.01)
+
+
+@both_cores
+def test_a_process_pinned_to_a_set_of_cores_runs_on_them(tmp_path: Path) -> None:
+    registry = ProcessRegistry()
+    try:
+        both = registry.start("both", ["sleep", "60"], tmp_path / "both.log", core={0, 1})
+        one = registry.start("one", ["sleep", "60"], tmp_path / "one.log", core=1)
+        assert both.argv == ["taskset", "-c", "0,1", "sleep", "60"]
+        assert one.argv == ["taskset", "-c", "1", "sleep", "60"]
+        _wait_for_exec(both.pid, "sleep")
+        _wait_for_exec(one.pid, "sleep")
+        assert os.sched_getaffinity(both.pid) == {0, 1}
+        assert os.sched_getaffinity(one.pid) == {1}
+    finally:
+        registry.stop_all()
+
+
+def _thread_affinities(pid: int) -> list[set[int]]:
+    return [os.sched_getaffinity(int(tid)) for tid in os.listdir(f"/proc/{pid}/task")]
+
+
+# A process with 3 threads: re-pinning must reach each, not only the main thread.
+THREADED = (
+    "import threading, time\n"
+    "for _ in range(2):\n"
+    "    threading.Thread(target=time.sleep, args=(60,), daemon=True).start()\n"
+    "time.sleep(60)\n"
+)
+
+
+@both_cores
+@pytest.mark.parametrize(
+    ("argv", "threads"), [(["sleep", "60"], 1), ([sys.executable, "-c", THREADED], 3)]
+)
+def test_pin_threads_moves_every_thread_of_a_running_process(
+    tmp_path: Path, argv: list[str], threads: int
+) -> None:
+    registry = ProcessRegistry()
+    try:
+        process = registry.start("pinned", argv, tmp_path / "log", core=None)
+        for _ in range(500):  # bounded: the interpreter starts its threads well within this
+            if len(os.listdir(f"/proc/{process.pid}/task")) == threads:
+                break
+            time.sleep(0.01)
+        assert len(os.listdir(f"/proc/{process.pid}/task")) == threads
+        pin_threads(process.pid, {0})
+        assert _thread_affinities(process.pid) == [{0}] * threads
+        pin_threads(process.pid, frozenset({0, 1}))
+        assert _thread_affinities(process.pid) == [{0, 1}] * threads
+        pin_threads(process.pid, [1])
+        assert _thread_affinities(process.pid) == [{1}] * threads
+    finally:
+        registry.stop_all()
