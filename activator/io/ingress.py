@@ -27,6 +27,7 @@ from activator.core.headers import (
     trailers_error,
     without_connection_fields,
 )
+from activator.core.resets import PrematureResetGuard
 from activator.io.exchange import Exchange
 from activator.io.h2base import H2Endpoint, ProxyH2Connection, write_queue
 from activator.io.h2lib import h2, strict_decoder
@@ -40,6 +41,7 @@ log = logging.getLogger("activator.ingress")
 _NO_ERROR = h2.errors.ErrorCodes.NO_ERROR
 _PROTOCOL_ERROR = h2.errors.ErrorCodes.PROTOCOL_ERROR
 _REFUSED_STREAM = h2.errors.ErrorCodes.REFUSED_STREAM
+_ENHANCE_YOUR_CALM = h2.errors.ErrorCodes.ENHANCE_YOUR_CALM
 _CANCEL = h2.errors.ErrorCodes.CANCEL
 # Above this a header block is a connection error (ENHANCE_YOUR_CALM); between the configured limit and
 # this, the stream alone gets 431.
@@ -216,6 +218,7 @@ class H2Ingress(H2Endpoint):
         self.conn.decoder.max_header_list_size = HARD_HEADER_LIST_LIMIT
         self.exchanges: dict[int, Exchange] = {}
         self.closing = False
+        self.resets = PrematureResetGuard()
 
     @property
     def busy(self) -> bool:
@@ -286,7 +289,11 @@ class H2Ingress(H2Endpoint):
                 ex = exchanges.pop(event.stream_id, None)
                 self.drop_blocked(event.stream_id)
                 if ex is not None:
+                    unfinished = not ex.done
                     ex.on_client_reset()
+                    if unfinished and self.resets.stream_reset(self.loop.time() - ex.started_at):
+                        self._close_for_rapid_reset()
+                        return
             elif isinstance(event, h2.events.ConnectionTerminated):
                 self.closing = True
                 if not exchanges and self.transport is not None:
@@ -299,6 +306,7 @@ class H2Ingress(H2Endpoint):
 
     def _on_request(self, stream_id: int, headers: HeaderList, ended: bool) -> None:
         owner = self.owner
+        self.resets.stream_opened()
         if len(self.exchanges) >= self.settings.max_concurrent_streams:
             # RFC 9113 §5.1.2: over our SETTINGS_MAX_CONCURRENT_STREAMS - refuse this stream only
             # (unprocessed, the client may retry it), not the connection.
@@ -424,6 +432,28 @@ class H2Ingress(H2Endpoint):
             self.transport.close()
 
     # -- lifecycle ---------------------------------------------------------------------------------
+
+    def _close_for_rapid_reset(self) -> None:
+        """GOAWAY(ENHANCE_YOUR_CALM) and close: the client resets its streams as fast as it opens
+        them (see :mod:`activator.core.resets`); the rest of what it sent is not read."""
+        resets = self.resets
+        log.warning(
+            "client %s reset %d of its %d streams within %g s of opening them (rapid reset):"
+            " closing the connection with ENHANCE_YOUR_CALM",
+            self.owner.client_ip.decode(),
+            resets.premature,
+            resets.opened,
+            resets.premature_lifetime,
+        )
+        self.closing = True
+        try:
+            self.conn.close_connection(_ENHANCE_YOUR_CALM, b"rapid reset")
+        except h2.exceptions.ProtocolError:
+            pass
+        self._abort_all()
+        self.flush()
+        if self.transport is not None:
+            self.transport.close()
 
     def _abort_all(self) -> None:
         exchanges, self.exchanges = self.exchanges, {}

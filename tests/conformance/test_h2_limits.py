@@ -20,10 +20,13 @@ from frames import (
     ping,
     raw_frame,
     request,
+    rst_stream,
     settings_frame,
     window_update,
 )
 from under_test import ActivatorUnderTest
+
+from activator.core.resets import MIN_STREAMS
 
 CALM = ErrorCode.ENHANCE_YOUR_CALM
 MIB = 1 << 20
@@ -119,6 +122,46 @@ async def test_rfc9113_5_2_client_that_never_reads_does_not_block_others(
     stuck.send(*(stuck.headers(1 + 2 * i, request(f"/bytes/{4 * MIB}")) for i in range(20)))
     # ``stuck`` is never read again: its socket buffers fill and the activator must stop writing.
     await _other_client_is_served(activator, 48 * MIB)
+
+
+async def test_cve_2023_44487_rapid_reset_is_cut_off_and_spares_other_clients(
+    activator: ActivatorUnderTest,
+) -> None:
+    """Rapid reset: 2,000 streams, each reset right after the HEADERS that opened it, in one
+    burst. No stream ever stays open, so the concurrency limit never bites; the activator counts
+    the premature resets and ends the connection with GOAWAY(ENHANCE_YOUR_CALM) once MIN_STREAMS
+    streams were opened. The pod is sent no more than those; another client is served."""
+    flooder = await activator.client()
+    frames = []
+    for i in range(2_000):
+        stream_id = 1 + 2 * i
+        frames += [flooder.headers(stream_id, request("/")), rst_stream(stream_id)]
+    flooder.send(*frames)
+    outcome = await flooder.expect_connection_error(CALM)
+    assert outcome.kind == "goaway"
+    await _other_client_is_served(activator)
+    # The other client's two requests included.
+    assert activator.pod.stats.requests <= MIN_STREAMS + 2
+
+
+async def test_a_client_that_cancels_some_streams_at_once_keeps_its_connection(
+    activator: ActivatorUnderTest,
+) -> None:
+    """Two streams in five cancelled the moment they open, over 2 x MIN_STREAMS streams: a client
+    cancelling on deadline is not an attacker; every stream it did not cancel is answered."""
+    client = await activator.client()
+    kept = []
+    for i in range(2 * MIN_STREAMS):
+        stream_id = 1 + 2 * i
+        if i % 5 < 2:
+            client.send(client.headers(stream_id, request("/")), rst_stream(stream_id))
+        else:
+            client.send(client.headers(stream_id, request("/")))
+            kept.append(stream_id)
+        if len(kept) % 100 == 0 and kept:  # keep below the 250 concurrent streams
+            for answered in kept[-100:]:
+                assert (await client.expect_response(answered)).status == 200
+    assert await client.expect_alive()
 
 
 def _big_header_block(h2: H2Client, stream_id: int, total: int) -> list[bytes]:
