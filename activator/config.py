@@ -16,7 +16,7 @@ Example::
     admin: 127.0.0.1:9090
     tls: {listen: 127.0.0.1:8443, cert: cert.pem, key: key.pem}   # optional
     limits: {max_header_bytes: 64KiB, max_concurrent_streams: 250, replay_buffer: 64KiB,
-             max_replays: 3}
+             max_replays: 3, client_idle_timeout: 1h, client_header_timeout: 30s}
     services:
       - name: hello
         hosts: [hello.example.com, "*.hello.example.com"]
@@ -241,12 +241,19 @@ class LimitsConfig:
         max_concurrent_streams: HTTP/2 SETTINGS_MAX_CONCURRENT_STREAMS offered to clients (> 0).
         replay_buffer: Request body bytes kept to replay a request on another pod (0 = none).
         max_replays: Most times a request is replayed (0 = never).
+        client_idle_timeout: Seconds a client connection may stay open with no request in flight
+            and nothing received before it is closed (GOAWAY first on HTTP/2); 0 = no limit.
+        client_header_timeout: Seconds a client may take over a request head (HTTP/1.1: from its
+            first byte; a new connection: from accept until its first bytes) before a 408 or a
+            close; 0 = no limit.
     """
 
     max_header_bytes: int = 64 * _KIB
     max_concurrent_streams: int = 250
     replay_buffer: int = 64 * _KIB
     max_replays: int = 3
+    client_idle_timeout: float = 3600.0
+    client_header_timeout: float = 30.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -727,7 +734,14 @@ class _Parser:
         entries = self.mapping(
             node,
             path,
-            ("max_header_bytes", "max_concurrent_streams", "replay_buffer", "max_replays"),
+            (
+                "max_header_bytes",
+                "max_concurrent_streams",
+                "replay_buffer",
+                "max_replays",
+                "client_idle_timeout",
+                "client_header_timeout",
+            ),
         )
         defaults = LimitsConfig()
 
@@ -749,6 +763,20 @@ class _Parser:
             ),
             max_replays=self.section(
                 entries, "max_replays", path, self.count, defaults.max_replays
+            ),
+            client_idle_timeout=self.section(
+                entries,
+                "client_idle_timeout",
+                path,
+                self.optional_limit,
+                defaults.client_idle_timeout,
+            ),
+            client_header_timeout=self.section(
+                entries,
+                "client_header_timeout",
+                path,
+                self.optional_limit,
+                defaults.client_header_timeout,
             ),
         )
 
@@ -1214,6 +1242,8 @@ def dump_config(config: Config) -> str:
         "max_concurrent_streams": limits.max_concurrent_streams,
         "replay_buffer": limits.replay_buffer,
         "max_replays": limits.max_replays,
+        "client_idle_timeout": limits.client_idle_timeout,
+        "client_header_timeout": limits.client_header_timeout,
     }
     services: list[dict[str, Any]] = []
     for service in config.services:

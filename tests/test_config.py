@@ -35,7 +35,8 @@ FULL = """\
 listen: 127.0.0.1:8080
 admin: 127.0.0.1:9090
 tls: {listen: 127.0.0.1:8443, cert: cert.pem, key: key.pem}
-limits: {max_header_bytes: 32KiB, max_concurrent_streams: 100, replay_buffer: 1MiB, max_replays: 2}
+limits: {max_header_bytes: 32KiB, max_concurrent_streams: 100, replay_buffer: 1MiB, max_replays: 2,
+         client_idle_timeout: 10m, client_header_timeout: 0s}
 services:
   - name: hello
     hosts: [hello.example.com, "*.hello.example.com"]
@@ -67,6 +68,8 @@ FULL_EXPECTED = Config(
         max_concurrent_streams=100,
         replay_buffer=1024 * 1024,
         max_replays=2,
+        client_idle_timeout=600.0,
+        client_header_timeout=0.0,
     ),
     services=(
         ServiceConfig(
@@ -121,7 +124,12 @@ class TestGoodFiles:
         assert service.probe is None
         assert service.timeouts == TimeoutsConfig(response_start=300, idle=0, max_duration=0)
         assert config.limits == LimitsConfig(
-            max_header_bytes=65536, max_concurrent_streams=250, replay_buffer=65536, max_replays=3
+            max_header_bytes=65536,
+            max_concurrent_streams=250,
+            replay_buffer=65536,
+            max_replays=3,
+            client_idle_timeout=3600.0,
+            client_header_timeout=30.0,
         )
         assert config.autoscaler == AutoscalerConfig(push_url=None, interval=1.0)
         assert config.tls is None
@@ -292,7 +300,7 @@ class TestErrors:
         assert error.path == "limits.banana"
         assert error.message == (
             "unknown key; expected one of: max_header_bytes, max_concurrent_streams, "
-            "replay_buffer, max_replays"
+            "replay_buffer, max_replays, client_idle_timeout, client_header_timeout"
         )
 
     def test_duplicate_key(self) -> None:
@@ -456,6 +464,14 @@ class TestErrors:
         assert str(error) == (
             'config.yaml:5: services[0].timeouts.idle: expected a duration like "30s", got "-1s"'
         )
+
+    def test_client_timeouts_name_the_key_and_line(self) -> None:
+        error = error_of("limits:\n  client_idle_timeout: -1s\n")
+        assert str(error) == (
+            'config.yaml:2: limits.client_idle_timeout: expected a duration like "30s", got "-1s"'
+        )
+        error = error_of("limits:\n  max_replays: 1\n  client_header_timeout: soon\n")
+        assert str(error).startswith("config.yaml:3: limits.client_header_timeout: expected")
 
     def test_upstream_tls_needs_an_https_upstream(self) -> None:
         error = error_of(

@@ -27,6 +27,9 @@ from activator.io.upstream import UpstreamSettings
 
 log = logging.getLogger("activator")
 
+# Resolution of the client connections' idle and header timeouts (limits.client_*_timeout).
+CLIENT_SWEEP_INTERVAL = 1.0
+
 
 def upstream_settings(service: ServiceConfig) -> UpstreamSettings:
     """How to reach a service's pods."""
@@ -67,6 +70,7 @@ class Activator:
         self.metrics: ActivatorMetrics | None = None
         self.reporter: AutoscalerReporter | None = None
         self._poller: BusyPoller | None = None
+        self._client_sweep: asyncio.TimerHandle | None = None
         self._stopped = asyncio.Event()
         self.listen_port = 0
         self.tls_port = 0
@@ -107,6 +111,8 @@ class Activator:
         settings = IngressSettings(
             max_concurrent_streams=limits.max_concurrent_streams,
             max_header_bytes=limits.max_header_bytes,
+            idle_timeout=limits.client_idle_timeout,
+            header_timeout=limits.client_header_timeout,
         )
         host, port = parse_hostport(config.listen)
         server = await loop.create_server(
@@ -143,12 +149,21 @@ class Activator:
         if config.busy_poll > 0:
             self._poller = BusyPoller(loop, write_queue(loop), config.busy_poll)
             self._poller.start()
+        if limits.client_idle_timeout or limits.client_header_timeout:
+            self._client_sweep = loop.call_later(CLIENT_SWEEP_INTERVAL, self._sweep_clients)
         log.info(
             "activator listening on %s (admin %s), services: %s",
             config.listen,
             config.admin,
             ", ".join(self.services) or "none",
         )
+
+    def _sweep_clients(self) -> None:
+        """Client connections' idle and header timeouts, once a second."""
+        loop = asyncio.get_running_loop()
+        self._client_sweep = loop.call_later(CLIENT_SWEEP_INTERVAL, self._sweep_clients)
+        for conn in list(self.connections):  # a tick may close a connection
+            conn.tick(CLIENT_SWEEP_INTERVAL)
 
     def _make_pod_failed(self, runtime: ServiceRuntime) -> Callable[[str], None]:
         def pod_failed(address: str) -> None:
@@ -185,6 +200,9 @@ class Activator:
         self.draining = True
         if self._poller is not None:
             self._poller.stop()
+        if self._client_sweep is not None:
+            self._client_sweep.cancel()
+            self._client_sweep = None
         for server in self._servers:
             server.close()
         for conn in list(self.connections):

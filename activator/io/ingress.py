@@ -74,9 +74,16 @@ class Router:
 
 
 class IngressSettings:
-    """Limits applied to every client connection."""
+    """Limits applied to every client connection (timeouts in seconds, 0 = none)."""
 
-    __slots__ = ("connection_window", "max_concurrent_streams", "max_header_bytes", "stream_window")
+    __slots__ = (
+        "connection_window",
+        "header_timeout",
+        "idle_timeout",
+        "max_concurrent_streams",
+        "max_header_bytes",
+        "stream_window",
+    )
 
     def __init__(
         self,
@@ -85,11 +92,15 @@ class IngressSettings:
         max_header_bytes: int = 65536,
         stream_window: int = 65535,
         connection_window: int = 16 << 20,
+        idle_timeout: float = 3600.0,
+        header_timeout: float = 30.0,
     ) -> None:
         self.max_concurrent_streams = max_concurrent_streams
         self.max_header_bytes = max_header_bytes
         self.stream_window = stream_window
         self.connection_window = connection_window
+        self.idle_timeout = idle_timeout
+        self.header_timeout = header_timeout
 
 
 class IngressProtocol(asyncio.Protocol):
@@ -114,6 +125,12 @@ class IngressProtocol(asyncio.Protocol):
         self.handler: H2Ingress | H1Ingress | None = None
         self.client_ip = b""
         self._sniff = b""
+        # Timeouts without a clock read or a timer per read: the once-a-second sweep (tick)
+        # compares the read count with the one it saw last and counts whole seconds.
+        self.reads = 0
+        self._reads_seen = 0
+        self._idle_s = 0
+        self._head_s = 0
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         transport = cast(asyncio.Transport, transport)
@@ -139,6 +156,7 @@ class IngressProtocol(asyncio.Protocol):
                 self.handler = H1Ingress(self)
 
     def data_received(self, data: bytes) -> None:
+        self.reads += 1
         handler = self.handler
         if handler is not None:
             handler.data_received(data)
@@ -188,6 +206,41 @@ class IngressProtocol(asyncio.Protocol):
     def busy(self) -> bool:
         return self.handler is not None and self.handler.busy
 
+    def tick(self, interval: float) -> None:
+        """The sweep's call, every ``interval`` seconds: close the connection once it has been
+        idle for ``idle_timeout`` (no request in flight, nothing received), or once a request
+        head took longer than ``header_timeout`` (a slowloris client that trickles its headers,
+        or a connection that sends nothing at all)."""
+        if self.transport is None:
+            return
+        settings = self.settings
+        handler = self.handler
+        reads = self.reads
+        received = reads != self._reads_seen
+        self._reads_seen = reads
+        if handler is None or reads == 0 or handler.awaiting_head:
+            self._head_s += 1
+            if settings.header_timeout and self._head_s * interval > settings.header_timeout:
+                self._close_for_slow_head()
+                return
+        else:
+            self._head_s = 0
+        if received or self.busy:
+            self._idle_s = 0
+            return
+        self._idle_s += 1
+        if settings.idle_timeout and self._idle_s * interval >= settings.idle_timeout:
+            self.shutdown()  # GOAWAY (HTTP/2) or a plain close (HTTP/1.1, nothing in flight)
+
+    def _close_for_slow_head(self) -> None:
+        timeout = self.settings.header_timeout
+        handler = self.handler
+        if isinstance(handler, H1Ingress) and self.reads:
+            handler.reject_slow_head(f"request head not received within {timeout:g} s")
+        elif self.transport is not None:
+            # Nothing, or not even a whole HTTP/2 preface, in all that time: nobody to answer.
+            self.transport.close()
+
 
 class H2Ingress(H2Endpoint):
     """A client's HTTP/2 connection: every stream is an independent exchange."""
@@ -223,6 +276,10 @@ class H2Ingress(H2Endpoint):
     @property
     def busy(self) -> bool:
         return bool(self.exchanges)
+
+    # A request head is a HEADERS frame, read whole: only the preface can be slow (IngressProtocol
+    # counts a connection that sent nothing yet).
+    awaiting_head = False
 
     def start(self, upgrade_settings: bytes | None = None) -> None:
         if upgrade_settings is None:
@@ -529,10 +586,15 @@ class H1Ingress:
         self._te_trailers = False
         self._head = False
         self._blocked: deque[tuple[bytes, int, bool]] = deque()
+        self.awaiting_head = False  # between a request's first byte and the end of its head
 
     @property
     def busy(self) -> bool:
         return self.current is not None
+
+    def reject_slow_head(self, message: str) -> None:
+        """408 for a request whose head did not arrive in time (nothing was dispatched)."""
+        self._reject(408, message)
 
     # -- parsing (httptools callbacks) -------------------------------------------------------------
 
@@ -549,6 +611,7 @@ class H1Ingress:
                 self._reject(400, f"malformed HTTP/1.1 request: {exc}")
 
     def on_message_begin(self) -> None:
+        self.awaiting_head = True
         self._url = b""
         self._headers = []
         self._header_bytes = 0
@@ -568,6 +631,7 @@ class H1Ingress:
             raise httptools.HttpParserError("header block too large")
 
     def on_headers_complete(self) -> None:
+        self.awaiting_head = False
         if self._body_only:
             return  # the synthetic head that carries a declined upgrade's body
         owner = self.owner

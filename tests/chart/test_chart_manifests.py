@@ -69,6 +69,8 @@ def test_default_config_parses_and_binds_the_port_values(default_render: Rendere
         "max_concurrent_streams": 250,
         "replay_buffer": "64KiB",
         "max_replays": 3,
+        "client_idle_timeout": "1h",
+        "client_header_timeout": "30s",
     }
     assert config["autoscaler"] == {
         "push_url": "http://autoscaler.knative-serving.svc:9999/v1/stats",
