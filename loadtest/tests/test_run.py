@@ -33,33 +33,21 @@ def _processes_mentioning(text: str) -> list[int]:
     return found
 
 
+def _quick_run(out: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    """`run.py --quick` with 0.3 s runs and no idle wait, writing to `out`; it must succeed."""
+    argv = [sys.executable, str(RUN_PY), "--quick", *args, "--run-seconds", "0.3"]
+    argv += ["--idle-wait", "0", "--out", str(out)]
+    done = subprocess.run(argv, capture_output=True, text=True, timeout=300, check=False)
+    assert done.returncode == 0, done.stderr[-3000:]
+    return done
+
+
 @pytest.mark.slow
 def test_quick_run_writes_results_and_leaves_no_process(tmp_path: Path) -> None:
     for tool in ("h2load", "nghttpd", "haproxy"):
         require(tool)
     out = tmp_path / "out"
-    done = subprocess.run(
-        [
-            sys.executable,
-            str(RUN_PY),
-            "--quick",
-            "--scenarios",
-            "small,burst",
-            "--targets",
-            "direct,haproxy",
-            "--run-seconds",
-            "0.3",
-            "--idle-wait",
-            "0",
-            "--out",
-            str(out),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
-    )
-    assert done.returncode == 0, done.stderr[-3000:]
+    done = _quick_run(out, "--scenarios", "small,burst", "--targets", "direct,haproxy")
     results = (out / "RESULTS.md").read_text()
     assert "### `small`" in results
     assert "| haproxy | 1 |" in results
@@ -82,30 +70,15 @@ def test_a_variant_runs_beside_the_activator_in_the_same_rounds(tmp_path: Path) 
     for tool in ("h2load", "nghttpd", "activator"):
         require(tool)
     out = tmp_path / "out"
-    done = subprocess.run(
-        [
-            sys.executable,
-            str(RUN_PY),
-            "--quick",
-            "--scenarios",
-            "small",
-            "--targets",
-            "activator",
-            "--variant",
-            "busy-poll=--busy-poll 5ms",
-            "--run-seconds",
-            "0.3",
-            "--idle-wait",
-            "0",
-            "--out",
-            str(out),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
+    _quick_run(
+        out,
+        "--scenarios",
+        "small",
+        "--targets",
+        "activator",
+        "--variant",
+        "busy-poll=--busy-poll 5ms",
     )
-    assert done.returncode == 0, done.stderr[-3000:]
     data = json.loads((out / "results.json").read_text())
     measured = {r["target"]: r for r in data["records"] if r["requests_per_s"]}
     assert set(measured) == {"activator", "activator+busy-poll"}
