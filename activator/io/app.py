@@ -17,7 +17,7 @@ from activator.io.admin import AdminServer
 from activator.io.busypoll import BusyPoller
 from activator.io.discovery import Discovery, SetEndpoints, discovery_for
 from activator.io.h2base import write_queue
-from activator.io.ingress import IngressProtocol, IngressSettings, Router
+from activator.io.ingress import ClientConnections, IngressProtocol, IngressSettings, Router
 from activator.io.metrics import ActivatorMetrics
 from activator.io.readiness import ReadinessProber
 from activator.io.reporter import AutoscalerReporter
@@ -63,7 +63,8 @@ class Activator:
         self.discoveries: dict[str, Discovery] = {}
         self.services: dict[str, ServiceRuntime] = {}
         self.prober = ReadinessProber()
-        self.connections: set[IngressProtocol] = set()
+        self.clients = ClientConnections()
+        self.connections = self.clients.open
         self.draining = False
         self._servers: list[asyncio.base_events.Server] = []
         self._admin: AdminServer | None = None
@@ -116,7 +117,7 @@ class Activator:
         )
         host, port = parse_hostport(config.listen)
         server = await loop.create_server(
-            lambda: IngressProtocol(self.router, settings, loop, False, self.connections),
+            lambda: IngressProtocol(self.router, settings, loop, False, self.clients),
             host,
             port,
             backlog=1024,
@@ -128,7 +129,7 @@ class Activator:
             ctx = listener_context(config.tls)
             tls_host, tls_port = parse_hostport(config.tls.listen)
             tls_server = await loop.create_server(
-                lambda: IngressProtocol(self.router, settings, loop, True, self.connections),
+                lambda: IngressProtocol(self.router, settings, loop, True, self.clients),
                 tls_host,
                 tls_port,
                 ssl=ctx,
@@ -140,7 +141,7 @@ class Activator:
         admin = AdminServer(self)
         self._admin = admin
         self.admin_port = await admin.start(config.admin)
-        self.metrics = ActivatorMetrics(self.services.values())
+        self.metrics = ActivatorMetrics(self.services.values(), self.clients)
         self.reporter = AutoscalerReporter(self.services.values(), config.autoscaler, loop=loop)
         self.metrics.reporting = self.reporter.counters
         self.metrics.install()

@@ -103,6 +103,21 @@ class IngressSettings:
         self.header_timeout = header_timeout
 
 
+# Why the activator closed a client connection itself (the activator_client_connections_closed
+# metric's reason label).
+CLOSE_REASONS = ("idle", "header_timeout", "rapid_reset", "protocol_error")
+
+
+class ClientConnections:
+    """The client connections open in this process, and those it closed itself, by reason."""
+
+    __slots__ = ("closed", "open")
+
+    def __init__(self) -> None:
+        self.open: set[IngressProtocol] = set()
+        self.closed: dict[str, int] = dict.fromkeys(CLOSE_REASONS, 0)
+
+
 class IngressProtocol(asyncio.Protocol):
     """Accepts one client connection and hands it to the HTTP/2 or HTTP/1.1 handler."""
 
@@ -112,7 +127,7 @@ class IngressProtocol(asyncio.Protocol):
         settings: IngressSettings,
         loop: asyncio.AbstractEventLoop,
         tls: bool,
-        connections: set[IngressProtocol],
+        clients: ClientConnections,
     ) -> None:
         self.router = router
         self.settings = settings
@@ -120,7 +135,7 @@ class IngressProtocol(asyncio.Protocol):
         self.writes = write_queue(loop)
         self.tls = tls
         self.scheme = b"https" if tls else b"http"
-        self.connections = connections
+        self.clients = clients
         self.transport: asyncio.Transport | None = None
         self.handler: H2Ingress | H1Ingress | None = None
         self.client_ip = b""
@@ -129,13 +144,13 @@ class IngressProtocol(asyncio.Protocol):
         # compares the read count with the one it saw last and counts whole seconds.
         self.reads = 0
         self._reads_seen = 0
-        self._idle_s = 0
-        self._head_s = 0
+        self.idle_ticks = 0
+        self.head_ticks = 0
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         transport = cast(asyncio.Transport, transport)
         self.transport = transport
-        self.connections.add(self)
+        self.clients.open.add(self)
         peer = transport.get_extra_info("peername")
         self.client_ip = str(peer[0]).encode() if peer else b"unknown"
         sock = transport.get_extra_info("socket")
@@ -190,7 +205,7 @@ class IngressProtocol(asyncio.Protocol):
             self.handler.resume_writing()
 
     def connection_lost(self, exc: Exception | None) -> None:
-        self.connections.discard(self)
+        self.clients.open.discard(self)
         self.transport = None
         if self.handler is not None:
             self.handler.connection_lost()
@@ -210,8 +225,10 @@ class IngressProtocol(asyncio.Protocol):
         """The sweep's call, every ``interval`` seconds: close the connection once it has been
         idle for ``idle_timeout`` (no request in flight, nothing received), or once a request
         head took longer than ``header_timeout`` (a slowloris client that trickles its headers,
-        or a connection that sends nothing at all)."""
-        if self.transport is None:
+        or a connection that sends nothing at all). A connection still open one more timeout
+        later (a client that does not read our last words) is aborted."""
+        transport = self.transport
+        if transport is None:
             return
         settings = self.settings
         handler = self.handler
@@ -219,20 +236,34 @@ class IngressProtocol(asyncio.Protocol):
         received = reads != self._reads_seen
         self._reads_seen = reads
         if handler is None or reads == 0 or handler.awaiting_head:
-            self._head_s += 1
-            if settings.header_timeout and self._head_s * interval > settings.header_timeout:
-                self._close_for_slow_head()
+            limit = settings.header_timeout
+            if limit:
+                self.head_ticks += 1
+                # The first tick may come right after the head began: count one tick less, so
+                # that a timeout never fires early (it fires up to one interval late).
+                past = (self.head_ticks - 1) * interval
+                if past >= 2 * limit:  # our 408 or close did not get through: the client won't read
+                    transport.abort()
+                elif past >= limit and past - interval < limit:  # once, at the first tick past it
+                    self._close_for_slow_head()
                 return
         else:
-            self._head_s = 0
+            self.head_ticks = 0
         if received or self.busy:
-            self._idle_s = 0
+            self.idle_ticks = 0
             return
-        self._idle_s += 1
-        if settings.idle_timeout and self._idle_s * interval >= settings.idle_timeout:
-            self.shutdown()  # GOAWAY (HTTP/2) or a plain close (HTTP/1.1, nothing in flight)
+        self.idle_ticks += 1
+        limit = settings.idle_timeout
+        if limit:
+            past = (self.idle_ticks - 1) * interval  # as above: never early
+            if past >= 2 * limit:
+                transport.abort()
+            elif past >= limit and past - interval < limit:
+                self.clients.closed["idle"] += 1
+                self.shutdown()  # GOAWAY (HTTP/2) or a plain close (HTTP/1.1, nothing in flight)
 
     def _close_for_slow_head(self) -> None:
+        self.clients.closed["header_timeout"] += 1
         timeout = self.settings.header_timeout
         handler = self.handler
         if isinstance(handler, H1Ingress) and self.reads:
@@ -299,6 +330,7 @@ class H2Ingress(H2Endpoint):
         except h2.exceptions.ProtocolError as exc:
             # h2 has already queued GOAWAY with the right error code (RFC 9113 §5.4.1).
             log.info("client %s broke HTTP/2: %s", self.owner.client_ip.decode(), exc)
+            self.owner.clients.closed["protocol_error"] += 1
             self._abort_all()
             self.flush()
             if self.transport is not None:
@@ -494,6 +526,7 @@ class H2Ingress(H2Endpoint):
         """GOAWAY(ENHANCE_YOUR_CALM) and close: the client resets its streams as fast as it opens
         them (see :mod:`activator.core.resets`); the rest of what it sent is not read."""
         resets = self.resets
+        self.owner.clients.closed["rapid_reset"] += 1
         log.warning(
             "client %s reset %d of its %d streams within %g s of opening them (rapid reset):"
             " closing the connection with ENHANCE_YOUR_CALM",
@@ -605,6 +638,7 @@ class H1Ingress:
             offset = upgrade.args[0] if upgrade.args else len(data)
             self._on_upgrade(data[offset:])
         except httptools.HttpParserError as exc:
+            self.owner.clients.closed["protocol_error"] += 1
             if self._too_large:
                 self._reject(431, "request header block is over the limit")
             else:
@@ -612,6 +646,7 @@ class H1Ingress:
 
     def on_message_begin(self) -> None:
         self.awaiting_head = True
+        self.owner.head_ticks = 0  # this head's own time, not the previous one's
         self._url = b""
         self._headers = []
         self._header_bytes = 0

@@ -38,6 +38,7 @@ _le_label = cast(Callable[[float], str], floatToGoString)
 
 if TYPE_CHECKING:
     from activator.io.exchange import Exchange
+    from activator.io.ingress import ClientConnections
     from activator.io.service import ServiceRuntime
 
 __all__ = [
@@ -352,13 +353,52 @@ class _LevelsCollector:
         return families.all(self._reporting())
 
 
+class _ClientsCollector:
+    """Client connections open now, and those the activator closed itself, by reason."""
+
+    def __init__(self, clients: ClientConnections | None) -> None:
+        self._clients = clients
+
+    def describe(self) -> list[Metric]:
+        return list(self._families())
+
+    def collect(self) -> list[Metric]:
+        open_now, closed = self._families()
+        clients = self._clients
+        if clients is not None:
+            open_now.add_metric([], len(clients.open))
+            for reason, count in clients.closed.items():
+                closed.add_metric([reason], count)
+        return [open_now, closed]
+
+    @staticmethod
+    def _families() -> tuple[GaugeMetricFamily, CounterMetricFamily]:
+        return (
+            GaugeMetricFamily(
+                "activator_client_connections",
+                "Client connections open (HTTP/2 and HTTP/1.1, both listeners).",
+                labels=[],
+            ),
+            CounterMetricFamily(
+                "activator_client_connections_closed",
+                "Client connections the activator closed itself, by reason: idle "
+                "(limits.client_idle_timeout), header_timeout (limits.client_header_timeout), "
+                "rapid_reset (CVE-2023-44487) and protocol_error (broken HTTP/2 framing or "
+                "HTTP/1.1 syntax).",
+                labels=["reason"],
+            ),
+        )
+
+
 class ActivatorMetrics:
     """The metrics of one activator's services, in a private :class:`CollectorRegistry`.
 
     :meth:`install` hooks every service's ``on_finished``; the rest is read at scrape time.
     """
 
-    def __init__(self, services: Iterable[ServiceRuntime]) -> None:
+    def __init__(
+        self, services: Iterable[ServiceRuntime], clients: ClientConnections | None = None
+    ) -> None:
         self.services = list(services)
         self.registry = CollectorRegistry(auto_describe=True)
         self.reporting: ReportingCounters | None = None
@@ -368,6 +408,7 @@ class ActivatorMetrics:
         }
         self.registry.register(_RequestsCollector(self._series.values()))
         self.registry.register(_LevelsCollector(self.services, lambda: self.reporting))
+        self.registry.register(_ClientsCollector(clients))
 
     def install(self) -> None:
         """Count every exchange the services finish from now on."""

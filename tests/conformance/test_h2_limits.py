@@ -142,6 +142,7 @@ async def test_cve_2023_44487_rapid_reset_is_cut_off_and_spares_other_clients(
     await _other_client_is_served(activator)
     # The other client's two requests included.
     assert activator.pod.stats.requests <= MIN_STREAMS + 2
+    assert activator.activator.clients.closed["rapid_reset"] == 1
 
 
 async def test_a_client_that_cancels_some_streams_at_once_keeps_its_connection(

@@ -396,3 +396,45 @@ async def test_openmetrics_when_asked() -> None:
         assert open_metrics.text.endswith("# EOF\n")
         names = {family.name for family in openmetrics_families(open_metrics.text)}
         assert {"activator_requests", "activator_in_flight"} <= names
+
+
+async def test_client_connections_open_and_closed_by_reason() -> None:
+    """Three real client connections the activator closes itself, one per reason (1 s limits):
+    one sends nothing (header_timeout), one gets its answer and stays quiet (idle), one sends
+    garbage (protocol_error). The gauge counts them while open; rapid_reset stays 0."""
+    limits = "limits: {client_idle_timeout: 1s, client_header_timeout: 1s}"
+    async with (
+        demo_pod() as pod,
+        running(config_text([f"127.0.0.1:{pod.port}"], limits=limits)) as act,
+    ):
+        port = act.listen_port
+        silent = await asyncio.open_connection("127.0.0.1", port)
+        quiet = await asyncio.open_connection("127.0.0.1", port)
+        quiet[1].write(b"GET / HTTP/1.1\r\nHost: a.test\r\n\r\n")
+        assert (await quiet[0].readline()).startswith(b"HTTP/1.1 200")
+        broken = await asyncio.open_connection("127.0.0.1", port)
+        broken[1].write(b"NOT HTTP\r\n\r\n")
+        assert (await broken[0].readline()).startswith(b"HTTP/1.1 400")
+        async with httpx.AsyncClient() as client:
+            first = await scrape(client, act)
+            final = await scrape_until(
+                client,
+                act,
+                lambda s: (
+                    s.value("activator_client_connections_closed_total", reason="idle") > 0
+                    and s.value(
+                        "activator_client_connections_closed_total", reason="header_timeout"
+                    )
+                    > 0
+                ),
+            )
+        for reader, writer in (silent, quiet, broken):
+            assert await reader.read() is not None  # every connection was closed by the server
+            writer.close()
+    assert first.value("activator_client_connections") == 2  # the garbage one was already gone
+    closed = {
+        reason: final.value("activator_client_connections_closed_total", reason=reason)
+        for reason in ("idle", "header_timeout", "rapid_reset", "protocol_error")
+    }
+    assert closed == {"idle": 1, "header_timeout": 1, "rapid_reset": 0, "protocol_error": 1}
+    assert final.value("activator_client_connections") == 0
