@@ -17,7 +17,13 @@ from activator.io.admin import AdminServer
 from activator.io.busypoll import BusyPoller
 from activator.io.discovery import Discovery, SetEndpoints, discovery_for
 from activator.io.h2base import write_queue
-from activator.io.ingress import ClientConnections, IngressProtocol, IngressSettings, Router
+from activator.io.ingress import (
+    CLIENT_SWEEP_INTERVAL,
+    ClientConnections,
+    IngressProtocol,
+    IngressSettings,
+    Router,
+)
 from activator.io.metrics import ActivatorMetrics
 from activator.io.readiness import ReadinessProber
 from activator.io.reporter import AutoscalerReporter
@@ -26,9 +32,6 @@ from activator.io.tls import listener_context, pod_context
 from activator.io.upstream import UpstreamSettings
 
 log = logging.getLogger("activator")
-
-# Resolution of the client connections' idle and header timeouts (limits.client_*_timeout).
-CLIENT_SWEEP_INTERVAL = 1.0
 
 
 def upstream_settings(service: ServiceConfig) -> UpstreamSettings:
@@ -164,7 +167,7 @@ class Activator:
         loop = asyncio.get_running_loop()
         self._client_sweep = loop.call_later(CLIENT_SWEEP_INTERVAL, self._sweep_clients)
         for conn in list(self.connections):  # a tick may close a connection
-            conn.tick(CLIENT_SWEEP_INTERVAL)
+            conn.tick()
 
     def _make_pod_failed(self, runtime: ServiceRuntime) -> Callable[[str], None]:
         def pod_failed(address: str) -> None:

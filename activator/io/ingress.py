@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, cast
 
 import httptools
 
+from activator.core.client_timer import ClientTimer, TimeoutAction
 from activator.core.errors import ActivatorError, ClientError, HeadersTooLarge, UnknownHost
 from activator.core.headers import (
     HeaderList,
@@ -103,6 +104,8 @@ class IngressSettings:
         self.header_timeout = header_timeout
 
 
+# Seconds between two sweeps of the client connections' timeouts (their resolution).
+CLIENT_SWEEP_INTERVAL = 1.0
 # Why the activator closed a client connection itself (the activator_client_connections_closed
 # metric's reason label).
 CLOSE_REASONS = ("idle", "header_timeout", "rapid_reset", "protocol_error")
@@ -140,12 +143,13 @@ class IngressProtocol(asyncio.Protocol):
         self.handler: H2Ingress | H1Ingress | None = None
         self.client_ip = b""
         self._sniff = b""
-        # Timeouts without a clock read or a timer per read: the once-a-second sweep (tick)
-        # compares the read count with the one it saw last and counts whole seconds.
+        # Timeouts without a clock read or a timer per read: the sweep (tick) compares the read
+        # count with the one it saw last.
         self.reads = 0
         self._reads_seen = 0
-        self.idle_ticks = 0
-        self.head_ticks = 0
+        self.timer = ClientTimer(
+            settings.idle_timeout, settings.header_timeout, CLIENT_SWEEP_INTERVAL
+        )
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         transport = cast(asyncio.Transport, transport)
@@ -221,46 +225,27 @@ class IngressProtocol(asyncio.Protocol):
     def busy(self) -> bool:
         return self.handler is not None and self.handler.busy
 
-    def tick(self, interval: float) -> None:
-        """The sweep's call, every ``interval`` seconds: close the connection once it has been
-        idle for ``idle_timeout`` (no request in flight, nothing received), or once a request
-        head took longer than ``header_timeout`` (a slowloris client that trickles its headers,
-        or a connection that sends nothing at all). A connection still open one more timeout
-        later (a client that does not read our last words) is aborted."""
+    def tick(self) -> None:
+        """The sweep's call, every CLIENT_SWEEP_INTERVAL: the idle and header timeouts
+        (:class:`activator.core.client_timer.ClientTimer` decides)."""
         transport = self.transport
         if transport is None:
             return
-        settings = self.settings
         handler = self.handler
         reads = self.reads
         received = reads != self._reads_seen
         self._reads_seen = reads
-        if handler is None or reads == 0 or handler.awaiting_head:
-            limit = settings.header_timeout
-            if limit:
-                self.head_ticks += 1
-                # The first tick may come right after the head began: count one tick less, so
-                # that a timeout never fires early (it fires up to one interval late).
-                past = (self.head_ticks - 1) * interval
-                if past >= 2 * limit:  # our 408 or close did not get through: the client won't read
-                    transport.abort()
-                elif past >= limit and past - interval < limit:  # once, at the first tick past it
-                    self._close_for_slow_head()
-                return
-        else:
-            self.head_ticks = 0
-        if received or self.busy:
-            self.idle_ticks = 0
+        in_head = handler is None or reads == 0 or handler.awaiting_head
+        action = self.timer.tick(received=received, busy=self.busy, in_head=in_head)
+        if action is TimeoutAction.NONE:
             return
-        self.idle_ticks += 1
-        limit = settings.idle_timeout
-        if limit:
-            past = (self.idle_ticks - 1) * interval  # as above: never early
-            if past >= 2 * limit:
-                transport.abort()
-            elif past >= limit and past - interval < limit:
-                self.clients.closed["idle"] += 1
-                self.shutdown()  # GOAWAY (HTTP/2) or a plain close (HTTP/1.1, nothing in flight)
+        if action is TimeoutAction.SLOW_HEAD:
+            self._close_for_slow_head()
+        elif action is TimeoutAction.IDLE:
+            self.clients.closed["idle"] += 1
+            self.shutdown()  # GOAWAY (HTTP/2) or a plain close (HTTP/1.1, nothing in flight)
+        else:  # our 408, GOAWAY or close did not get through: the client does not read
+            transport.abort()
 
     def _close_for_slow_head(self) -> None:
         self.clients.closed["header_timeout"] += 1
@@ -646,7 +631,7 @@ class H1Ingress:
 
     def on_message_begin(self) -> None:
         self.awaiting_head = True
-        self.owner.head_ticks = 0  # this head's own time, not the previous one's
+        self.owner.timer.head_started()
         self._url = b""
         self._headers = []
         self._header_bytes = 0
