@@ -138,6 +138,8 @@ class Activator:
                 ssl=ctx,
                 backlog=1024,
                 reuse_port=True,
+                # The handshake comes before the connection reaches the ingress and its timers.
+                ssl_handshake_timeout=limits.client_header_timeout or None,
             )
             self._servers.append(tls_server)
             self.tls_port = tls_server.sockets[0].getsockname()[1]

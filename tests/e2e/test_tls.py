@@ -14,6 +14,7 @@ import socket
 import ssl
 import subprocess
 import sys
+import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -569,3 +570,38 @@ def test_grpc_with_tls_on_both_hops(
     assert [s.split(b":", 1)[1] for s in served] == [b"%d" % i for i in range(10)]
     assert {s.split(b":", 1)[0] for s in served} <= {b"pod-0", b"pod-1"}
     assert echoed == [b"echo:a", b"echo:b", b"echo:c"]
+
+
+def test_a_tls_handshake_that_never_comes_is_cut_at_the_header_timeout(
+    activator_proc: Callable[..., Any],
+    demo_pods: Callable[..., Sequence[Any]],
+    certificate: Certificate,
+    tmp_path: Path,
+) -> None:
+    """A client that opens the TLS port and sends nothing never reaches the ingress (the
+    handshake comes first), so the handshake itself is held to client_header_timeout."""
+    (pod,) = demo_pods(1)
+    config = tmp_path / "handshake.yaml"
+    config.write_text(
+        "limits: {client_header_timeout: 2s}\n"
+        f'services:\n  - {{name: demo, hosts: ["*"], endpoints: ["127.0.0.1:{pod.port}"]}}\n'
+    )
+    tls_port = free_port()
+    activator_proc(
+        config_path=config,
+        extra_args=[
+            *("--tls-listen", f"127.0.0.1:{tls_port}"),
+            *("--tls-cert", str(certificate.cert), "--tls-key", str(certificate.key)),
+        ],
+    )
+    wait_for_port(tls_port)
+    with socket.create_connection(("127.0.0.1", tls_port)) as sock:
+        sock.settimeout(30)
+        started = time.monotonic()
+        try:
+            received = sock.recv(100)
+        except ConnectionResetError:
+            received = b""
+        waited = time.monotonic() - started
+    assert received == b""
+    assert 1.5 <= waited <= 6, waited
