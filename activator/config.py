@@ -244,8 +244,8 @@ class LimitsConfig:
         client_idle_timeout: Seconds a client connection may stay open with no request in flight
             and nothing received before it is closed (GOAWAY first on HTTP/2); 0 = no limit.
         client_header_timeout: Seconds a client may take over a request head (HTTP/1.1: from its
-            first byte; a new connection: from accept until its first bytes) before a 408 or a
-            close; 0 = no limit.
+            first byte; a new connection: from accept until its first bytes; the TLS handshake)
+            before a 408 or a close; 0 = no limit.
     """
 
     max_header_bytes: int = 64 * _KIB
