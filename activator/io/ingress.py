@@ -235,8 +235,12 @@ class IngressProtocol(asyncio.Protocol):
         reads = self.reads
         received = reads != self._reads_seen
         self._reads_seen = reads
-        in_head = handler is None or reads == 0 or handler.awaiting_head
-        action = self.timer.tick(received=received, busy=self.busy, in_head=in_head)
+        busy = self.busy
+        # A pipelined head behind a request in flight waits for its turn, not for the client:
+        # its time counts once the connection has nothing else to do (and a 408 then comes in
+        # order, after the response before it).
+        in_head = not busy and (handler is None or reads == 0 or handler.awaiting_head)
+        action = self.timer.tick(received=received, busy=busy, in_head=in_head)
         if action is TimeoutAction.NONE:
             return
         if action is TimeoutAction.SLOW_HEAD:

@@ -133,3 +133,22 @@ def test_defaults_are_an_hour_idle_and_30_s_for_a_head(
         time.sleep(3)
         assert client.response(client.request("/")).status == 200
         assert client.goaway is None
+
+
+def test_a_slow_pipelined_head_waits_for_the_response_before_it(timed_activator: Any) -> None:
+    """Request 1 takes twice the header timeout at the pod; the head of request 2, pipelined
+    behind it, stops half way. Response 1 arrives whole, then the 408 for request 2, in order."""
+    delay_ms = int(2 * LIMIT * 1000)
+    sock, reader = http1_connection(timed_activator.port, timeout=3 * LIMIT + SLACK)
+    with sock:
+        sock.sendall(
+            f"GET /delay/{delay_ms} HTTP/1.1\r\nHost: example.test\r\n\r\n".encode()
+            + b"GET / HTTP/1.1\r\nHost: exa"
+        )
+        first = read_http1_response(reader)
+        started = time.monotonic()
+        second = read_http1_response(reader)
+        waited = time.monotonic() - started
+    assert (first.status, first.body) == (200, b"delayed %d ms\n" % delay_ms)
+    assert second.status == 408
+    assert LIMIT - 0.1 <= waited <= LIMIT + SLACK
