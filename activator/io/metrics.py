@@ -383,8 +383,9 @@ class _ClientsCollector:
                 "activator_client_connections_closed",
                 "Client connections the activator closed itself, by reason: idle "
                 "(limits.client_idle_timeout), header_timeout (limits.client_header_timeout), "
-                "rapid_reset (CVE-2023-44487) and protocol_error (broken HTTP/2 framing or "
-                "HTTP/1.1 syntax).",
+                "rapid_reset (CVE-2023-44487) and protocol_error (the client broke HTTP/2 or "
+                "HTTP/1.1, an HTTP/1.1 head over max_header_bytes included: 400 or 431 and a "
+                "close).",
                 labels=["reason"],
             ),
         )
