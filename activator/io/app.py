@@ -67,7 +67,6 @@ class Activator:
         self.services: dict[str, ServiceRuntime] = {}
         self.prober = ReadinessProber()
         self.clients = ClientConnections()
-        self.connections = self.clients.open
         self.draining = False
         self._servers: list[asyncio.base_events.Server] = []
         self._admin: AdminServer | None = None
@@ -168,7 +167,7 @@ class Activator:
         """Client connections' idle and header timeouts, once a second."""
         loop = asyncio.get_running_loop()
         self._client_sweep = loop.call_later(CLIENT_SWEEP_INTERVAL, self._sweep_clients)
-        for conn in list(self.connections):  # a tick may close a connection
+        for conn in list(self.clients.open):  # a tick may close a connection
             conn.tick()
 
     def _make_pod_failed(self, runtime: ServiceRuntime) -> Callable[[str], None]:
@@ -211,17 +210,17 @@ class Activator:
             self._client_sweep = None
         for server in self._servers:
             server.close()
-        for conn in list(self.connections):
+        for conn in list(self.clients.open):
             conn.shutdown()
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self.drain_timeout
         # Shutdown only: polling the connections beats a notification hook on the hot path.
-        while loop.time() < deadline and any(c.busy for c in self.connections):  # noqa: ASYNC110
+        while loop.time() < deadline and any(c.busy for c in self.clients.open):  # noqa: ASYNC110
             await asyncio.sleep(0.05)
         await asyncio.gather(*(source.close() for source in self.discoveries.values()))
         for runtime in self.services.values():
             runtime.close()
-        for conn in list(self.connections):
+        for conn in list(self.clients.open):
             if conn.transport is not None:
                 conn.transport.abort()
         if self.reporter is not None:

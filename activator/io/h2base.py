@@ -23,7 +23,6 @@ if TYPE_CHECKING:
 _Piece = tuple["Exchange", "bytes | HeaderList", int, bool]
 
 
-# The DATA frame class of whichever library h2lib chose (h2 uses hyperframe, jh2 its own copy).
 # Connection-level credit is returned once this much piled up (the connection window is far larger).
 CONNECTION_CREDIT_BATCH = 256 * 1024
 # Closed streams linger in h2's stream table for at most this many new streams.

@@ -244,22 +244,22 @@ class IngressProtocol(asyncio.Protocol):
         if action is TimeoutAction.NONE:
             return
         if action is TimeoutAction.SLOW_HEAD:
-            self._close_for_slow_head()
+            self._close_for_slow_head(transport)
         elif action is TimeoutAction.IDLE:
             self.clients.closed["idle"] += 1
             self.shutdown()  # GOAWAY (HTTP/2) or a plain close (HTTP/1.1, nothing in flight)
         else:  # our 408, GOAWAY or close did not get through: the client does not read
             transport.abort()
 
-    def _close_for_slow_head(self) -> None:
+    def _close_for_slow_head(self, transport: asyncio.Transport) -> None:
         self.clients.closed["header_timeout"] += 1
         timeout = self.settings.header_timeout
         handler = self.handler
         if isinstance(handler, H1Ingress) and self.reads:
             handler.reject_slow_head(f"request head not received within {timeout:g} s")
-        elif self.transport is not None:
+        else:
             # Nothing, or not even a whole HTTP/2 preface, in all that time: nobody to answer.
-            self.transport.close()
+            transport.close()
 
 
 class H2Ingress(H2Endpoint):
@@ -320,10 +320,7 @@ class H2Ingress(H2Endpoint):
             # h2 has already queued GOAWAY with the right error code (RFC 9113 §5.4.1).
             log.info("client %s broke HTTP/2: %s", self.owner.client_ip.decode(), exc)
             self.owner.clients.closed["protocol_error"] += 1
-            self._abort_all()
-            self.flush()
-            if self.transport is not None:
-                self.transport.close()
+            self._abort_and_close()
             return
         exchanges = self.exchanges
         for event in events:
@@ -529,6 +526,10 @@ class H2Ingress(H2Endpoint):
             self.conn.close_connection(_ENHANCE_YOUR_CALM, b"rapid reset")
         except h2.exceptions.ProtocolError:
             pass
+        self._abort_and_close()
+
+    def _abort_and_close(self) -> None:
+        """A connection error: every exchange cancelled, the GOAWAY already queued written, closed."""
         self._abort_all()
         self.flush()
         if self.transport is not None:

@@ -429,7 +429,9 @@ async def test_client_connections_open_and_closed_by_reason() -> None:
                 ),
             )
         for reader, writer in (silent, quiet, broken):
-            assert await reader.read() is not None  # every connection was closed by the server
+            async with asyncio.timeout(WAIT):
+                await reader.read()  # returns at EOF
+            assert reader.at_eof()  # every connection was closed by the server
             writer.close()
     assert first.value("activator_client_connections") == 2  # the garbage one was already gone
     closed = {
