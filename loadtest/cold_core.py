@@ -1,10 +1,18 @@
 #!/usr/bin/env python3
 """What one request's HTTP/2 work costs when the core was idle just before, in-process.
 
-The work is the client side of one small request through the activator's own connection class:
-parse a HEADERS frame that opens a stream (h2 state machine, strict HPACK decoder) and write a
-response HEADERS frame. It is timed back to back, and after the core slept (or spun) for a gap,
-as it does between requests at a low, steady rate.
+The work is one small request's HTTP/2 through the activator's own connection classes, one HEADERS
+frame each way, on each side:
+
+- client side (h2's state machine, as the ingress runs it): parse a HEADERS frame that opens a
+  stream, write the response's HEADERS frame;
+- pod side (the activator's own lean client, :mod:`activator.io.pod_h2`): write a request's
+  HEADERS frame, parse the response's.
+
+Both decode with the same compiled HPACK codec, so the difference between them is what h2's
+frame objects, events and stream state machine cost against a parser written for the per-frame
+path. Each is timed back to back, and after the core slept (or spun) for a gap, as it does between
+requests at a low, steady rate.
 
 On a virtual machine the sleeping core's caches and branch predictors are largely lost by the
 time the next request comes (the host runs other work there), and an interpreter touches far
@@ -34,6 +42,7 @@ import h2.connection
 
 from activator.io.h2base import ProxyH2Connection
 from activator.io.h2wire import PREFACE
+from activator.io.pod_h2 import PodH2Connection
 
 REQUEST = [
     (b":method", b"GET"),
@@ -97,8 +106,28 @@ def request_frames(count: int) -> list[bytes]:
     return frames
 
 
+def response_frames(count: int) -> tuple[bytes, list[bytes]]:
+    """A real h2 server's SETTINGS, then `count` response HEADERS frames on streams 1, 3, 5..."""
+    client = h2.connection.H2Connection(
+        h2.config.H2Configuration(client_side=True, header_encoding=None)
+    )
+    server = h2.connection.H2Connection(
+        h2.config.H2Configuration(client_side=False, header_encoding=None)
+    )
+    client.initiate_connection()
+    server.initiate_connection()
+    server.receive_data(client.data_to_send())
+    settings = server.data_to_send()
+    frames = []
+    for frame in request_frames(count):
+        (event,) = server.receive_data(frame)[:1]
+        server.send_headers(event.stream_id, RESPONSE, end_stream=True)
+        frames.append(server.data_to_send())
+    return settings, frames
+
+
 def measure(gap: Gap, requests: int) -> list[float]:
-    """Microseconds of work per request, after `gap` before each."""
+    """Microseconds of client-side work per request (h2), after `gap` before each."""
     server = ProxyH2Connection.for_clients()
     server.initiate_connection()
     server.pop_output()
@@ -115,6 +144,33 @@ def measure(gap: Gap, requests: int) -> list[float]:
         server.pop_output()
         micros.append((time.perf_counter_ns() - started) / 1000)
     return micros
+
+
+def measure_pod_side(gap: Gap, requests: int) -> list[float]:
+    """Microseconds of pod-side work per request (the lean client), after `gap` before each."""
+    pod = PodH2Connection(stream_window=1 << 20, connection_window=1 << 24)
+    pod.initiate_connection()
+    pod.pop_output()
+    settings, frames = response_frames(requests)
+    pod.receive_data(settings)
+    pod.pop_output()
+    micros = []
+    for frame in frames:
+        if gap.wait is not None:
+            gap.wait(gap.seconds)
+        started = time.perf_counter_ns()
+        pod.send_headers(pod.get_next_available_stream_id(), REQUEST, end_stream=True)
+        pod.pop_output()
+        events = pod.receive_data(frame)
+        micros.append((time.perf_counter_ns() - started) / 1000)
+        assert events, "the response was not parsed"
+    return micros
+
+
+SIDES: dict[str, Callable[[Gap, int], list[float]]] = {
+    "client side, h2 (the ingress)": measure,
+    "pod side, the activator's own parser": measure_pod_side,
+}
 
 
 def render(rows: Sequence[tuple[Gap, list[float]]]) -> str:
@@ -136,8 +192,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="loadtest/cold_core.py", description=__doc__)
     parser.add_argument("--requests", type=int, default=300, help="per gap [%(default)s]")
     args = parser.parse_args(argv)
-    rows = [(gap, measure(gap, args.requests)) for gap in gaps()]
-    print(render(rows), end="")
+    for index, (side, work) in enumerate(SIDES.items()):
+        rows = [(gap, work(gap, args.requests)) for gap in gaps()]
+        print(("\n" if index else "") + f"{side}:\n\n" + render(rows), end="")
     return 0
 
 
