@@ -16,7 +16,8 @@ Example::
     admin: 127.0.0.1:9090
     tls: {listen: 127.0.0.1:8443, cert: cert.pem, key: key.pem}   # optional
     limits: {max_header_bytes: 64KiB, max_concurrent_streams: 250, replay_buffer: 64KiB,
-             max_replays: 3, client_idle_timeout: 1h, client_header_timeout: 30s}
+             max_replays: 3, client_idle_timeout: 1h, client_header_timeout: 30s,
+             premature_reset_streams: 500, premature_reset_lifetime: 1s}
     services:
       - name: hello
         hosts: [hello.example.com, "*.hello.example.com"]
@@ -58,6 +59,7 @@ import yaml
 from yaml.constructor import SafeConstructor
 from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
+from activator.core.resets import MIN_STREAMS, PREMATURE_LIFETIME
 from activator.core.routing import HostRouter, normalize_host_pattern
 
 __all__ = [
@@ -246,6 +248,11 @@ class LimitsConfig:
         client_header_timeout: Seconds a client may take over a request head (HTTP/1.1: from its
             first byte; a new connection: from accept until its first bytes; the TLS handshake)
             before a 408 or a close; 0 = no limit.
+        premature_reset_streams: Rapid reset (CVE-2023-44487): once an HTTP/2 client connection
+            has opened this many streams and reset over half of them prematurely, it gets
+            GOAWAY(ENHANCE_YOUR_CALM); 0 = never closed for that (see activator.core.resets).
+        premature_reset_lifetime: Seconds after its start within which a client's reset of an
+            unanswered stream counts as premature (> 0).
     """
 
     max_header_bytes: int = 64 * _KIB
@@ -254,6 +261,8 @@ class LimitsConfig:
     max_replays: int = 3
     client_idle_timeout: float = 3600.0
     client_header_timeout: float = 30.0
+    premature_reset_streams: int = MIN_STREAMS
+    premature_reset_lifetime: float = PREMATURE_LIFETIME
 
 
 @dataclass(frozen=True, slots=True)
@@ -741,6 +750,8 @@ class _Parser:
                 "max_replays",
                 "client_idle_timeout",
                 "client_header_timeout",
+                "premature_reset_streams",
+                "premature_reset_lifetime",
             ),
         )
         defaults = LimitsConfig()
@@ -777,6 +788,20 @@ class _Parser:
                 path,
                 self.optional_limit,
                 defaults.client_header_timeout,
+            ),
+            premature_reset_streams=self.section(
+                entries,
+                "premature_reset_streams",
+                path,
+                self.count,
+                defaults.premature_reset_streams,
+            ),
+            premature_reset_lifetime=self.section(
+                entries,
+                "premature_reset_lifetime",
+                path,
+                self.positive_duration,
+                defaults.premature_reset_lifetime,
             ),
         )
 
@@ -1244,6 +1269,8 @@ def dump_config(config: Config) -> str:
         "max_replays": limits.max_replays,
         "client_idle_timeout": limits.client_idle_timeout,
         "client_header_timeout": limits.client_header_timeout,
+        "premature_reset_streams": limits.premature_reset_streams,
+        "premature_reset_lifetime": limits.premature_reset_lifetime,
     }
     services: list[dict[str, Any]] = []
     for service in config.services:

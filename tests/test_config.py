@@ -36,7 +36,8 @@ listen: 127.0.0.1:8080
 admin: 127.0.0.1:9090
 tls: {listen: 127.0.0.1:8443, cert: cert.pem, key: key.pem}
 limits: {max_header_bytes: 32KiB, max_concurrent_streams: 100, replay_buffer: 1MiB, max_replays: 2,
-         client_idle_timeout: 10m, client_header_timeout: 0s}
+         client_idle_timeout: 10m, client_header_timeout: 0s, premature_reset_streams: 0,
+         premature_reset_lifetime: 250ms}
 services:
   - name: hello
     hosts: [hello.example.com, "*.hello.example.com"]
@@ -70,6 +71,8 @@ FULL_EXPECTED = Config(
         max_replays=2,
         client_idle_timeout=600.0,
         client_header_timeout=0.0,
+        premature_reset_streams=0,
+        premature_reset_lifetime=0.25,
     ),
     services=(
         ServiceConfig(
@@ -130,6 +133,8 @@ class TestGoodFiles:
             max_replays=3,
             client_idle_timeout=3600.0,
             client_header_timeout=30.0,
+            premature_reset_streams=500,
+            premature_reset_lifetime=1.0,
         )
         assert config.autoscaler == AutoscalerConfig(push_url=None, interval=1.0)
         assert config.tls is None
@@ -300,7 +305,8 @@ class TestErrors:
         assert error.path == "limits.banana"
         assert error.message == (
             "unknown key; expected one of: max_header_bytes, max_concurrent_streams, "
-            "replay_buffer, max_replays, client_idle_timeout, client_header_timeout"
+            "replay_buffer, max_replays, client_idle_timeout, client_header_timeout, "
+            "premature_reset_streams, premature_reset_lifetime"
         )
 
     def test_duplicate_key(self) -> None:
@@ -509,6 +515,15 @@ class TestErrors:
         )
         assert config.services[0].upstream_tls == UpstreamTLSConfig(ca=None, server_name=None)
         assert parse_config(dump_config(config)) == config
+
+    def test_rapid_reset_limit_errors_name_the_key_and_line(self) -> None:
+        error = error_of("limits:\n  max_replays: 1\n  premature_reset_streams: -3\n")
+        assert str(error).startswith("config.yaml:3: limits.premature_reset_streams: ")
+        assert "0" in error.message
+        error = error_of("limits:\n  premature_reset_lifetime: 0s\n")
+        assert str(error).startswith("config.yaml:2: limits.premature_reset_lifetime: ")
+        error = error_of("limits: {premature_reset_streams: many}\n")
+        assert str(error).startswith("config.yaml:1: limits.premature_reset_streams: ")
 
     def test_busy_poll_errors_name_the_key_and_line(self) -> None:
         error = error_of("listen: 127.0.0.1:8080\nbusy_poll: -5\n")

@@ -47,8 +47,8 @@ class PrematureResetGuard:
         """The client reset an unfinished stream ``lifetime`` seconds after it started.
 
         Returns True when the connection should be closed: at least ``min_streams`` opened and
-        more than half of them reset prematurely.
+        more than half of them reset prematurely. ``min_streams`` 0 turns the rule off.
         """
         if lifetime < self.premature_lifetime:
             self.premature += 1
-        return self.opened >= self.min_streams and 2 * self.premature > self.opened
+        return 0 < self.min_streams <= self.opened and 2 * self.premature > self.opened

@@ -116,6 +116,8 @@ class Activator:
             max_header_bytes=limits.max_header_bytes,
             idle_timeout=limits.client_idle_timeout,
             header_timeout=limits.client_header_timeout,
+            premature_reset_streams=limits.premature_reset_streams,
+            premature_reset_lifetime=limits.premature_reset_lifetime,
         )
         host, port = parse_hostport(config.listen)
         server = await loop.create_server(

@@ -28,7 +28,7 @@ from activator.core.headers import (
     trailers_error,
     without_connection_fields,
 )
-from activator.core.resets import PrematureResetGuard
+from activator.core.resets import MIN_STREAMS, PREMATURE_LIFETIME, PrematureResetGuard
 from activator.io.exchange import Exchange
 from activator.io.h2base import H2Endpoint, ProxyH2Connection, write_queue
 from activator.io.h2lib import h2, strict_decoder
@@ -83,6 +83,8 @@ class IngressSettings:
         "idle_timeout",
         "max_concurrent_streams",
         "max_header_bytes",
+        "premature_reset_lifetime",
+        "premature_reset_streams",
         "stream_window",
     )
 
@@ -95,6 +97,8 @@ class IngressSettings:
         connection_window: int = 16 << 20,
         idle_timeout: float = 3600.0,
         header_timeout: float = 30.0,
+        premature_reset_streams: int = MIN_STREAMS,
+        premature_reset_lifetime: float = PREMATURE_LIFETIME,
     ) -> None:
         self.max_concurrent_streams = max_concurrent_streams
         self.max_header_bytes = max_header_bytes
@@ -102,6 +106,8 @@ class IngressSettings:
         self.connection_window = connection_window
         self.idle_timeout = idle_timeout
         self.header_timeout = header_timeout
+        self.premature_reset_streams = premature_reset_streams
+        self.premature_reset_lifetime = premature_reset_lifetime
 
 
 # Seconds between two sweeps of the client connections' timeouts (their resolution).
@@ -291,7 +297,9 @@ class H2Ingress(H2Endpoint):
         self.conn.decoder.max_header_list_size = HARD_HEADER_LIST_LIMIT
         self.exchanges: dict[int, Exchange] = {}
         self.closing = False
-        self.resets = PrematureResetGuard()
+        self.resets = PrematureResetGuard(
+            self.settings.premature_reset_streams, self.settings.premature_reset_lifetime
+        )
 
     @property
     def busy(self) -> bool:

@@ -71,6 +71,8 @@ def test_default_config_parses_and_binds_the_port_values(default_render: Rendere
         "max_replays": 3,
         "client_idle_timeout": "1h",
         "client_header_timeout": "30s",
+        "premature_reset_streams": 500,
+        "premature_reset_lifetime": "1s",
     }
     assert config["autoscaler"] == {
         "push_url": "http://autoscaler.knative-serving.svc:9999/v1/stats",

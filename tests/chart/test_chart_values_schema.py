@@ -35,6 +35,14 @@ BAD_VALUES: dict[str, tuple[Values, str]] = {
     ),
     "unknown anti-affinity mode": ({"podAntiAffinity": "sometimes"}, "podAntiAffinity"),
     "zero workers": ({"workers": 0}, "workers"),
+    "negative rapid-reset stream count": (
+        {"config": {"limits": {"premature_reset_streams": -1}}},
+        "premature_reset_streams",
+    ),
+    "zero premature-reset lifetime": (
+        {"config": {"limits": {"premature_reset_lifetime": "0s"}}},
+        "premature_reset_lifetime",
+    ),
 }
 
 

@@ -24,8 +24,9 @@ from frames import (
     settings_frame,
     window_update,
 )
-from under_test import ActivatorUnderTest
+from under_test import ActivatorUnderTest, running_activator
 
+from activator.config import LimitsConfig
 from activator.core.resets import MIN_STREAMS
 
 CALM = ErrorCode.ENHANCE_YOUR_CALM
@@ -143,6 +144,40 @@ async def test_cve_2023_44487_rapid_reset_is_cut_off_and_spares_other_clients(
     # The other client's two requests included.
     assert activator.pod.stats.requests <= MIN_STREAMS + 2
     assert activator.activator.clients.closed["rapid_reset"] == 1
+
+
+def _rapid_reset_flood(flooder: H2Client, streams: int) -> None:
+    frames = []
+    for i in range(streams):
+        stream_id = 1 + 2 * i
+        frames += [flooder.headers(stream_id, request("/")), rst_stream(stream_id)]
+    flooder.send(*frames)
+
+
+async def test_premature_reset_streams_sets_where_a_flood_is_cut() -> None:
+    """``limits.premature_reset_streams: 40``: a flood of 100 streams, which the default of 500
+    would not judge yet, is cut."""
+    assert MIN_STREAMS > 100
+    async with running_activator(LimitsConfig(premature_reset_streams=40)) as activator:
+        flooder = await activator.client()
+        _rapid_reset_flood(flooder, 100)
+        outcome = await flooder.expect_connection_error(CALM)
+        assert outcome.kind == "goaway"
+        await _other_client_is_served(activator)
+        assert activator.pod.stats.requests <= 40 + 2
+        assert activator.activator.clients.closed["rapid_reset"] == 1
+
+
+async def test_premature_reset_streams_zero_turns_the_rule_off() -> None:
+    """``0``: a client that resets everything it opens keeps its connection (and is served)."""
+    async with running_activator(LimitsConfig(premature_reset_streams=0)) as activator:
+        client = await activator.client()
+        _rapid_reset_flood(client, 2 * MIN_STREAMS)
+        assert await client.expect_alive()
+        stream_id = 1 + 2 * (2 * MIN_STREAMS)
+        client.send(client.headers(stream_id, request("/")))
+        assert (await client.expect_response(stream_id)).status == 200
+        assert activator.activator.clients.closed["rapid_reset"] == 0
 
 
 async def test_a_client_that_cancels_some_streams_at_once_keeps_its_connection(

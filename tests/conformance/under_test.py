@@ -6,11 +6,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 from collections.abc import AsyncIterator, Iterable
 
 from frames import H2Client
 
-from activator.config import config_from_upstreams
+from activator.config import LimitsConfig, config_from_upstreams
 from activator.demopod import DemoPod, PodBehaviour
 from activator.io.app import Activator
 
@@ -57,14 +58,19 @@ class ActivatorUnderTest:
 
 
 @contextlib.asynccontextmanager
-async def running_activator() -> AsyncIterator[ActivatorUnderTest]:
-    """A demo pod (``GET /`` answers "hello from a") and an activator balancing onto it."""
+async def running_activator(
+    limits: LimitsConfig | None = None,
+) -> AsyncIterator[ActivatorUnderTest]:
+    """A demo pod (``GET /`` answers "hello from a") and an activator balancing onto it (with
+    ``limits`` when given, the defaults otherwise)."""
     pod = DemoPod(PodBehaviour(name="a"))
     await pod.start()
     try:
         config = config_from_upstreams(
             [f"h2c://127.0.0.1:{pod.port}"], listen="127.0.0.1:0", admin="127.0.0.1:0"
         )
+        if limits is not None:
+            config = dataclasses.replace(config, limits=limits)
         act = Activator(config, drain_timeout=DRAIN_TIMEOUT)
         await act.start()
         under_test = ActivatorUnderTest(act, pod)

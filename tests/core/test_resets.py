@@ -18,20 +18,21 @@ events = st.lists(
 )
 
 
-@given(events, st.integers(1, 50))
+@given(events, st.integers(0, 50), st.sampled_from([PREMATURE_LIFETIME, 0.25, 3.0]))
 def test_closes_exactly_when_over_half_of_enough_streams_were_reset_early(
-    script: list[Event], min_streams: int
+    script: list[Event], min_streams: int, premature_lifetime: float
 ) -> None:
-    guard = PrematureResetGuard(min_streams=min_streams)
+    guard = PrematureResetGuard(min_streams, premature_lifetime)
     opened = premature = 0
     for kind, lifetime in script:
         if kind == "open":
             guard.stream_opened()
             opened += 1
             continue
-        premature += lifetime < PREMATURE_LIFETIME
+        premature += lifetime < premature_lifetime
         close = guard.stream_reset(lifetime)
-        assert close == (opened >= min_streams and 2 * premature > opened)
+        # min_streams 0: the rule is off.
+        assert close == (min_streams > 0 and opened >= min_streams and 2 * premature > opened)
         assert (guard.opened, guard.premature) == (opened, premature)
 
 
@@ -70,3 +71,11 @@ def test_a_short_connection_that_cancels_everything_is_left_alone() -> None:
     for _ in range(MIN_STREAMS - 1):
         guard.stream_opened()
         assert not guard.stream_reset(0.0)
+
+
+def test_zero_min_streams_turns_the_rule_off() -> None:
+    guard = PrematureResetGuard(min_streams=0)
+    for _ in range(10 * MIN_STREAMS):
+        guard.stream_opened()
+        assert not guard.stream_reset(0.0)
+    assert guard.premature == 10 * MIN_STREAMS
