@@ -244,7 +244,8 @@ class LimitsConfig:
         replay_buffer: Request body bytes kept to replay a request on another pod (0 = none).
         max_replays: Most times a request is replayed (0 = never).
         client_idle_timeout: Seconds a client connection may stay open with no request in flight
-            and nothing received before it is closed (GOAWAY first on HTTP/2); 0 = no limit.
+            and no new one (HTTP/2: no stream opened; PING and other control frames do not
+            count) before it is closed (GOAWAY first on HTTP/2); 0 = no limit.
         client_header_timeout: Seconds a client may take over a request head (HTTP/1.1: from its
             first byte; a new connection: from accept until its first bytes; the TLS handshake)
             before a 408 or a close; 0 = no limit.

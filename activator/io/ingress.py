@@ -150,9 +150,9 @@ class IngressProtocol(asyncio.Protocol):
         self.client_ip = b""
         self._sniff = b""
         # Timeouts without a clock read or a timer per read: the sweep (tick) compares the read
-        # count with the one it saw last.
+        # count (HTTP/2: the count of streams opened) with the one it saw last.
         self.reads = 0
-        self._reads_seen = 0
+        self._activity_seen = 0
         self.timer = ClientTimer(
             settings.idle_timeout, settings.header_timeout, CLIENT_SWEEP_INTERVAL
         )
@@ -239,8 +239,12 @@ class IngressProtocol(asyncio.Protocol):
             return
         handler = self.handler
         reads = self.reads
-        received = reads != self._reads_seen
-        self._reads_seen = reads
+        # On HTTP/2 only a new stream is activity, as with Envoy's idle timeout: a client that
+        # sends nothing but PING, SETTINGS or WINDOW_UPDATE frames does not hold its connection
+        # open for ever. Any byte of HTTP/1.1 is part of a request.
+        activity = handler.resets.opened if isinstance(handler, H2Ingress) else reads
+        received = activity != self._activity_seen
+        self._activity_seen = activity
         busy = self.busy
         # A pipelined head behind a request in flight waits for its turn, not for the client:
         # its time counts once the connection has nothing else to do (and a 408 then comes in

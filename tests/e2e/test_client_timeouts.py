@@ -65,6 +65,39 @@ def test_idle_http2_connection_gets_goaway_then_close(timed_activator: Any) -> N
         assert client.read_until(lambda: client.eof, timeout=SLACK)
 
 
+def test_pings_alone_do_not_keep_an_http2_connection_open(timed_activator: Any) -> None:
+    """As with Envoy's idle timeout, only streams are activity: a client that sends a PING every
+    0.4 s and nothing else still gets GOAWAY once the limit has passed since its last request."""
+    with RawH2Client(timed_activator.port) as client:
+        stream = client.request("/")
+        assert client.response(stream).status == 200
+        started = time.monotonic()
+        pings = 0
+        while client.goaway is None and time.monotonic() - started < LIMIT + SLACK:
+            client.conn.ping(pings.to_bytes(8, "big"))
+            client.flush()
+            pings += 1
+            client.read_until(lambda: client.goaway is not None, timeout=0.4)
+        waited = time.monotonic() - started
+        assert client.goaway is not None, f"no GOAWAY after {pings} PINGs in {waited:.1f} s"
+        assert client.goaway.error_code == 0
+        assert client.goaway.last_stream_id == stream
+        assert pings >= 4  # the connection was never quiet
+        assert LIMIT - 0.1 <= waited <= LIMIT + SLACK
+
+
+def test_a_new_stream_restarts_the_http2_idle_time(timed_activator: Any) -> None:
+    """A request every 1.2 s (under the 2 s limit) keeps the connection: streams are activity."""
+    with RawH2Client(timed_activator.port) as client:
+        started = time.monotonic()
+        while time.monotonic() - started < 2 * LIMIT + 1:
+            stream = client.request("/")
+            assert client.response(stream).status == 200
+            assert client.goaway is None
+            client.read_until(lambda: client.goaway is not None, timeout=1.2)
+        assert client.goaway is None
+
+
 def test_idle_http1_keep_alive_connection_is_closed(timed_activator: Any) -> None:
     sock, reader = http1_connection(timed_activator.port)
     with sock:
