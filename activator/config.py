@@ -50,7 +50,7 @@ import json
 import math
 import os
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Final, Literal, NoReturn, TypeVar, cast
 from urllib.parse import urlsplit
@@ -308,6 +308,9 @@ class Config:
         busy_poll: Seconds the event loop keeps polling (instead of sleeping) after the last
             read; 0 turns it off. It spends CPU to keep the core's caches warm for the next
             request, as HAProxy's ``busy-polling``: see :mod:`activator.io.busypoll`.
+        lines: Line of every key parsed from a file, by dotted key path (empty for a
+            configuration from flags): checks made after parsing, such as loading the files a
+            key names, report the line too. Not part of equality.
     """
 
     listen: str = "127.0.0.1:8080"
@@ -317,6 +320,8 @@ class Config:
     services: tuple[ServiceConfig, ...] = ()
     autoscaler: AutoscalerConfig = field(default_factory=AutoscalerConfig)
     busy_poll: float = 0.0
+    # A plain dict (read through Mapping): the configuration is pickled to --workers processes.
+    lines: Mapping[str, int] = field(default_factory=dict, compare=False, repr=False)
 
 
 class ConfigError(ValueError):
@@ -511,6 +516,7 @@ class _Parser:
     def __init__(self, source: str) -> None:
         self.source = source
         self._constructor = SafeConstructor()
+        self.lines: dict[str, int] = {}  # dotted key path -> line of the key
 
     def fail(self, node: Node, path: str, message: str) -> NoReturn:
         raise ConfigError(message, source=self.source, line=_line(node), path=path)
@@ -568,6 +574,7 @@ class _Parser:
                     hint = "expected one of: " + ", ".join(known)
                 self.fail(key_node, key_path, f"unknown key; {hint}")
             entries[key] = (key_node, value_node)
+            self.lines[key_path] = _line(key_node)
         for key in required:
             if key not in entries:
                 self.fail(node, path, f'missing required key "{key}"')
@@ -719,6 +726,7 @@ class _Parser:
             services=services,
             autoscaler=autoscaler,
             busy_poll=busy_poll,
+            lines=self.lines,
         )
 
     def node_at(self, node: Node, dotted: str) -> Node:

@@ -525,6 +525,21 @@ class TestErrors:
         error = error_of("limits: {premature_reset_streams: many}\n")
         assert str(error).startswith("config.yaml:1: limits.premature_reset_streams: ")
 
+    def test_every_key_keeps_its_line_for_later_checks(self) -> None:
+        config = parse_config(FULL)
+        assert config.lines["tls"] == 3
+        assert config.lines["limits.premature_reset_lifetime"] == 6
+        assert config.lines["services[2].upstream_tls"] == 22
+        assert config.lines["services[2].upstream_tls.ca"] == 22
+        assert config.lines["busy_poll"] == 26
+        lines = FULL.splitlines()
+        for path, line in config.lines.items():
+            key = path.rsplit(".", 1)[-1].split("[")[0]
+            assert key + ":" in lines[line - 1], (path, line)
+        # Lines are not part of the value: the same settings from flags compare equal.
+        assert config == FULL_EXPECTED
+        assert FULL_EXPECTED.lines == {}
+
     def test_busy_poll_errors_name_the_key_and_line(self) -> None:
         error = error_of("listen: 127.0.0.1:8080\nbusy_poll: -5\n")
         assert str(error) == "config.yaml:2: busy_poll: must not be negative"

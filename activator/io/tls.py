@@ -47,21 +47,23 @@ def check_tls_files(config: Config, *, tls_source: str, services_source: str) ->
 
     Raises:
         ConfigError: Naming where the key was set (``tls_source`` for the listener,
-            ``services_source`` for the services) and its path.
+            ``services_source`` for the services), its path and, from a file, its line.
     """
     if config.tls is not None:
         try:
             listener_context(config.tls)
         except (OSError, ssl.SSLError) as exc:
             message = f"cannot load the certificate or key: {_reason(exc)}"
-            raise ConfigError(message, source=tls_source, path="tls") from None
+            line = config.lines.get("tls")
+            raise ConfigError(message, source=tls_source, line=line, path="tls") from None
     for index, service in enumerate(config.services):
         try:
             pod_context(service)
         except (OSError, ssl.SSLError) as exc:
             message = f"cannot load the CA certificates: {_reason(exc)}"
             path = f"services[{index}].upstream_tls.ca"
-            raise ConfigError(message, source=services_source, path=path) from None
+            line = config.lines.get(path)
+            raise ConfigError(message, source=services_source, line=line, path=path) from None
 
 
 def _reason(exc: OSError | ssl.SSLError) -> str:

@@ -545,9 +545,28 @@ def test_a_ca_file_that_does_not_load_stops_the_start(tmp_path: Path) -> None:
             argv += ["--config", str(path)] if command == "serve" else [str(path)]
             done = subprocess.run(argv, capture_output=True, text=True, timeout=30, check=False)
             assert done.returncode == 2, done.stderr
-            expected = f"activator: {path}: services[0].upstream_tls.ca: cannot load the CA"
+            # upstream_tls is on line 5 of the file verified_service writes.
+            expected = f"activator: {path}:5: services[0].upstream_tls.ca: cannot load the CA"
             assert done.stderr.startswith(expected), done.stderr
             assert reason in done.stderr
+
+
+def test_a_listener_certificate_that_does_not_load_names_the_line(tmp_path: Path) -> None:
+    config = tmp_path / "listener.yaml"
+    missing = tmp_path / "missing.pem"
+    config.write_text(
+        "listen: 127.0.0.1:0\n"
+        "admin: 127.0.0.1:0\n"
+        f"tls: {{listen: 127.0.0.1:0, cert: {missing}, key: {missing}}}\n"
+    )
+    for command in ("serve", "check-config"):
+        argv = [sys.executable, "-m", "activator", command]
+        argv += ["--config", str(config)] if command == "serve" else [str(config)]
+        done = subprocess.run(argv, capture_output=True, text=True, timeout=30, check=False)
+        assert done.returncode == 2, done.stderr
+        expected = f"activator: {config}:3: tls: cannot load the certificate or key: "
+        assert done.stderr.startswith(expected), done.stderr
+        assert "No such file or directory" in done.stderr
 
 
 def test_grpc_with_tls_on_both_hops(
