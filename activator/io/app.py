@@ -54,12 +54,15 @@ class Activator:
         drain_timeout: float = 30.0,
         slot_gate: Callable[[int, ServiceConfig], SlotGate | None] | None = None,
         discovery: Callable[[ServiceConfig, SetEndpoints], Discovery | None] = discovery_for,
+        config_warnings: bool = True,
     ) -> None:
         """``slot_gate(index, service)``: in a worker process, the gate through which the
         service's throttle shares pod slots with the other workers (see activator.io.workers).
         ``discovery(service, set_endpoints)``: the source of a service's pods configured with
-        ``dns`` or ``kubernetes`` (see activator.io.discovery)."""
+        ``dns`` or ``kubernetes`` (see activator.io.discovery). ``config_warnings``: log what
+        the configuration leaves unsafe (workers other than the first do not repeat it)."""
         self.config = config
+        self.config_warnings = config_warnings
         self.drain_timeout = drain_timeout
         self.slot_gate = slot_gate
         self.discovery = discovery
@@ -95,7 +98,8 @@ class Activator:
                 gate=self.slot_gate(index, service_config) if self.slot_gate else None,
             )
             runtime.on_pod_failed = self._make_pod_failed(runtime)
-            if service_config.upstream == "https" and service_config.upstream_tls is None:
+            unverified = service_config.upstream == "https" and service_config.upstream_tls is None
+            if unverified and self.config_warnings:
                 log.warning(
                     "service %s: pods' TLS certificates are not verified"
                     " (set upstream_tls to verify them)",

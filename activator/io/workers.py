@@ -256,7 +256,12 @@ async def _serve_worker(spec: WorkerSpec, control: socket.socket) -> int:
         if not writer.is_closing():
             writer.write(json.dumps(message, separators=(",", ":")).encode() + b"\n")
 
-    app = Activator(spec.config, drain_timeout=spec.drain_timeout, slot_gate=slot_gate)
+    app = Activator(
+        spec.config,
+        drain_timeout=spec.drain_timeout,
+        slot_gate=slot_gate,
+        config_warnings=spec.index == 0,  # one warning per activator, not one per worker
+    )
     try:
         await app.start()
     except OSError as exc:

@@ -356,6 +356,23 @@ def test_https_upstream_demo_pod_is_reached_over_h2(
     assert "service default: pods' TLS certificates are not verified" in activator.stderr_text()
 
 
+def test_the_unverified_pods_warning_comes_once_with_workers(
+    activator_proc: Callable[..., Any], certificate: Certificate, tmp_path: Path
+) -> None:
+    pod = start_tls_demo_pod("tls-pod", certificate)
+    try:
+        activator = activator_proc(f"https://{pod.address}", extra_args=("--workers", "2"))
+        hello = curl("--http2-prior-knowledge", activator.url + "/", tmp_path=tmp_path)
+    finally:
+        pod.stop()
+    assert hello.body == b"hello from tls-pod\n"
+    stderr = activator.stderr_text()
+    # Both workers ran.
+    assert "[worker 1 " in stderr, stderr
+    assert "with 2 workers" in stderr, stderr
+    assert stderr.count("pods' TLS certificates are not verified") == 1, stderr
+
+
 def test_https_upstream_many_concurrent_streams(
     activator_proc: Callable[..., Any], certificate: Certificate
 ) -> None:
