@@ -68,8 +68,12 @@ def build_config(args: argparse.Namespace) -> Config:
     if args.tls_listen:
         if not (args.tls_cert and args.tls_key):
             raise ConfigError("--tls-listen needs --tls-cert and --tls-key", source="--tls-listen")
+        # The flags' listener replaces the file's: its errors have no line in the file.
+        lines = {k: v for k, v in config.lines.items() if k != "tls" and not k.startswith("tls.")}
         config = dataclasses.replace(
-            config, tls=TLSConfig(listen=args.tls_listen, cert=args.tls_cert, key=args.tls_key)
+            config,
+            tls=TLSConfig(listen=args.tls_listen, cert=args.tls_cert, key=args.tls_key),
+            lines=lines,
         )
     return config
 

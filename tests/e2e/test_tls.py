@@ -584,6 +584,12 @@ def test_a_listener_certificate_that_does_not_load_names_the_line(tmp_path: Path
         expected = f"activator: {config}:3: tls: cannot load the certificate or key: "
         assert done.stderr.startswith(expected), done.stderr
         assert "No such file or directory" in done.stderr
+    # The same listener from flags, over the file's: the error is the flags', with no line.
+    argv = [sys.executable, "-m", "activator", "serve", "--config", str(config)]
+    argv += ["--tls-listen", "127.0.0.1:0", "--tls-cert", str(missing), "--tls-key", str(missing)]
+    done = subprocess.run(argv, capture_output=True, text=True, timeout=30, check=False)
+    assert done.returncode == 2, done.stderr
+    assert done.stderr.startswith("activator: --tls-cert: tls: cannot load"), done.stderr
 
 
 def test_grpc_with_tls_on_both_hops(
