@@ -550,6 +550,16 @@ def test_readiness_probe_verifies_as_the_data_path_does(
     assert [p["ready"] for p in service["pods"]] == [False]
 
 
+def refused_config(command: str, config: Path, *flags: str) -> str:
+    """``activator serve --config FILE`` or ``check-config FILE`` that must stop with exit 2
+    before serving: its stderr."""
+    argv = [sys.executable, "-m", "activator", command]
+    argv += ["--config", str(config)] if command == "serve" else [str(config)]
+    done = subprocess.run([*argv, *flags], capture_output=True, text=True, timeout=30, check=False)
+    assert done.returncode == 2, done.stderr
+    return done.stderr
+
+
 def test_a_ca_file_that_does_not_load_stops_the_start(tmp_path: Path) -> None:
     config = verified_service(tmp_path, "127.0.0.1:1", f"{{ca: {tmp_path / 'missing.pem'}}}", False)
     not_pem = tmp_path / "not.pem"
@@ -558,14 +568,11 @@ def test_a_ca_file_that_does_not_load_stops_the_start(tmp_path: Path) -> None:
     cases = ((config, "No such file or directory"), (config_bad, "NO_CERTIFICATE_OR_CRL_FOUND"))
     for path, reason in cases:
         for command in ("serve", "check-config"):
-            argv = [sys.executable, "-m", "activator", command]
-            argv += ["--config", str(path)] if command == "serve" else [str(path)]
-            done = subprocess.run(argv, capture_output=True, text=True, timeout=30, check=False)
-            assert done.returncode == 2, done.stderr
+            stderr = refused_config(command, path)
             # upstream_tls is on line 5 of the file verified_service writes.
             expected = f"activator: {path}:5: services[0].upstream_tls.ca: cannot load the CA"
-            assert done.stderr.startswith(expected), done.stderr
-            assert reason in done.stderr
+            assert stderr.startswith(expected), stderr
+            assert reason in stderr
 
 
 def test_a_listener_certificate_that_does_not_load_names_the_line(tmp_path: Path) -> None:
@@ -577,19 +584,14 @@ def test_a_listener_certificate_that_does_not_load_names_the_line(tmp_path: Path
         f"tls: {{listen: 127.0.0.1:0, cert: {missing}, key: {missing}}}\n"
     )
     for command in ("serve", "check-config"):
-        argv = [sys.executable, "-m", "activator", command]
-        argv += ["--config", str(config)] if command == "serve" else [str(config)]
-        done = subprocess.run(argv, capture_output=True, text=True, timeout=30, check=False)
-        assert done.returncode == 2, done.stderr
+        stderr = refused_config(command, config)
         expected = f"activator: {config}:3: tls: cannot load the certificate or key: "
-        assert done.stderr.startswith(expected), done.stderr
-        assert "No such file or directory" in done.stderr
+        assert stderr.startswith(expected), stderr
+        assert "No such file or directory" in stderr
     # The same listener from flags, over the file's: the error is the flags', with no line.
-    argv = [sys.executable, "-m", "activator", "serve", "--config", str(config)]
-    argv += ["--tls-listen", "127.0.0.1:0", "--tls-cert", str(missing), "--tls-key", str(missing)]
-    done = subprocess.run(argv, capture_output=True, text=True, timeout=30, check=False)
-    assert done.returncode == 2, done.stderr
-    assert done.stderr.startswith("activator: --tls-cert: tls: cannot load"), done.stderr
+    flags = ["--tls-listen", "127.0.0.1:0", "--tls-cert", str(missing), "--tls-key", str(missing)]
+    stderr = refused_config("serve", config, *flags)
+    assert stderr.startswith("activator: --tls-cert: tls: cannot load"), stderr
 
 
 def test_grpc_with_tls_on_both_hops(
