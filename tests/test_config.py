@@ -518,12 +518,17 @@ class TestErrors:
 
     def test_rapid_reset_limit_errors_name_the_key_and_line(self) -> None:
         error = error_of("limits:\n  max_replays: 1\n  premature_reset_streams: -3\n")
-        assert str(error).startswith("config.yaml:3: limits.premature_reset_streams: ")
-        assert "0" in error.message
+        assert str(error) == (
+            "config.yaml:3: limits.premature_reset_streams: must be at least 0, got -3"
+        )
         error = error_of("limits:\n  premature_reset_lifetime: 0s\n")
-        assert str(error).startswith("config.yaml:2: limits.premature_reset_lifetime: ")
+        assert str(error) == (
+            'config.yaml:2: limits.premature_reset_lifetime: must be greater than 0, got "0s"'
+        )
         error = error_of("limits: {premature_reset_streams: many}\n")
-        assert str(error).startswith("config.yaml:1: limits.premature_reset_streams: ")
+        assert str(error) == (
+            'config.yaml:1: limits.premature_reset_streams: expected a whole number, got "many"'
+        )
 
     def test_every_key_keeps_its_line_for_later_checks(self) -> None:
         config = parse_config(FULL)
