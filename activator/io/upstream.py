@@ -395,9 +395,12 @@ class H2Upstream(H2Endpoint, asyncio.Protocol):
         retire a dead one."""
         if not self.connected or self.closed:
             return
-        if self.streams or self.pending or self.started != self._started_seen:
+        busy = bool(self.streams or self.pending)
+        if busy or self.started != self._started_seen:
             self._started_seen = self.started
-            self._idle_for = 0.0
+            # Idle time is credited from a tick that saw the connection idle: streams open now
+            # may end just before the next tick, which must not count a whole interval.
+            self._idle_for = -interval if busy else 0.0
         else:
             self._idle_for += interval
             timeout = self.pool.settings.idle_timeout
@@ -562,7 +565,9 @@ class H1Upstream(asyncio.Protocol):
         self._paused = False
         self._unacked = 0
         self._close_delimited = False
-        self._idle_for = 0.0  # seconds spent in the pool's idle list, counted by the sweep
+        # Seconds spent in the pool's idle list, counted by the sweep; None: joined it since the
+        # last tick, which credits nothing (it may have come just before that tick).
+        self._idle_for: float | None = None
 
     @property
     def usable(self) -> bool:
@@ -726,10 +731,13 @@ class H1Upstream(asyncio.Protocol):
     def _idle(self) -> None:
         self.pool.h1_busy.discard(self)
         self.pool.h1_idle.append(self)
-        self._idle_for = 0.0
+        self._idle_for = None
 
     def idle_tick(self, interval: float) -> None:
         """Called once per ``interval`` seconds while the connection is in the idle list."""
+        if self._idle_for is None:
+            self._idle_for = 0.0
+            return
         self._idle_for += interval
         timeout = self.pool.settings.idle_timeout
         if timeout > 0 and self._idle_for >= timeout and self.exchange is None:

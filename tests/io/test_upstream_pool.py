@@ -186,6 +186,36 @@ async def test_an_idle_pod_connection_is_closed_and_the_next_request_opens_anoth
     assert pod.stats.connections_total == 2
 
 
+async def seconds_until(condition: Callable[[], bool], limit: float) -> float:
+    """How long until ``condition()`` holds, polled every 10 ms (at most ``limit`` seconds)."""
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    for _ in range(int(limit / 0.01)):
+        if condition():
+            return loop.time() - started
+        await asyncio.sleep(0.01)
+    raise AssertionError(f"still not so after {limit} s")
+
+
+# The timeout is 1 s. The connection is measured idle from when the client got its response,
+# a little after the pod's stream ended, so the real idle time is a little longer.
+NEVER_EARLY = 1.0 - 0.05
+
+
+async def test_a_pod_connection_busy_at_a_sweep_is_not_closed_before_its_idle_timeout(
+    idle_h2_pool: tuple[Activator, DemoPod, PodPool],
+) -> None:
+    """A stream open when the sweep runs: idle time starts once it ends, not at that sweep."""
+    activator, pod, pool = idle_h2_pool
+    async with client(activator) as c:
+        # Each response spans a sweep and ends at another point between two sweeps.
+        for delay_ms in (1300, 1700):
+            assert (await c.get(f"/delay/{delay_ms}")).status_code == 200
+            assert len(pool.h2) == 1
+            assert await seconds_until(lambda: pool.h2 == [], 4.0) >= NEVER_EARLY
+    assert pod.stats.connections_total == 2
+
+
 async def test_a_pod_connection_in_steady_use_is_not_closed_as_idle(
     idle_h2_pool: tuple[Activator, DemoPod, PodPool],
 ) -> None:
@@ -215,6 +245,26 @@ async def test_an_idle_http1_pod_connection_is_closed(
         assert len(pool.h1_idle) == 1  # kept alive for the next request
         assert await wait_until(lambda: pool.h1_idle == [] and pool.h1_count == 0, 4.0)
         assert (await c.get("/")).status_code == 200
+    assert pod.stats.connections_total == 2
+
+
+async def test_an_http1_pod_connection_is_not_closed_before_its_idle_timeout(
+    start_activator: Start,
+    pods: Callable[..., Awaitable[DemoPod]],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Idle time starts when the connection joins the idle list, not at the sweep before."""
+    short_pod_idle_timeout(monkeypatch, protocol="http1")
+    pod = await pods(name="plain")
+    activator = await start_activator([f"127.0.0.1:{pod.port}"], upstream="http1")
+    pool = activator.services["web"].pools[f"127.0.0.1:{pod.port}"]
+    async with client(activator) as c:
+        for pause in (0.3, 0.6):  # requests at two points between sweeps
+            await asyncio.sleep(pause)
+            assert (await c.get("/")).status_code == 200
+            assert len(pool.h1_idle) == 1
+            idle = await seconds_until(lambda: pool.h1_idle == [] and pool.h1_count == 0, 4.0)
+            assert idle >= NEVER_EARLY
     assert pod.stats.connections_total == 2
 
 
