@@ -51,7 +51,7 @@ def test_every_request_is_parsed_and_answered() -> None:
 
 
 def test_every_pod_side_response_is_parsed() -> None:
-    # measure_pod_side asserts each response frame gave events; a decoder out of step with the
+    # measure_pod_side raises unless each response frame gave events; a decoder out of step with the
     # server's HPACK encoder would raise instead.
     assert len(measure_pod_side(gaps()[1], 4)) == 4
 
