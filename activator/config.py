@@ -974,10 +974,11 @@ class _Parser:
     def upstream_tls(self, node: Node, path: str) -> UpstreamTLSConfig:
         entries = self.mapping(node, path, ("ca", "server_name"))
         ca = self.section(entries, "ca", path, self.string, None)
-        server_name = self.section(entries, "server_name", path, self.server_name, None)
+        server_name = self.section(entries, "server_name", path, self.host_name, None)
         return UpstreamTLSConfig(ca=ca, server_name=server_name)
 
-    def server_name(self, node: Node, path: str) -> str:
+    def host_name(self, node: Node, path: str) -> str:
+        """A DNS name or an IPv4 address (a TLS server name, a name to resolve)."""
         name = self.string(node, path)
         if not _is_host_name_or_ipv4(name):
             self.fail(node, path, f'"{name}" is not a valid DNS name or IPv4 address')
@@ -985,10 +986,7 @@ class _Parser:
 
     def dns_discovery(self, node: Node, path: str) -> DnsDiscoveryConfig:
         entries = self.mapping(node, path, ("name", "port", "interval"), required=("name", "port"))
-        name_node = entries["name"][1]
-        name = self.string(name_node, _join(path, "name"))
-        if not _is_host_name_or_ipv4(name):
-            self.fail(name_node, _join(path, "name"), f'"{name}" is not a valid DNS name')
+        name = self.host_name(entries["name"][1], _join(path, "name"))
         port = self.integer(entries["port"][1], _join(path, "port"), minimum=1, maximum=65535)
         interval = self.section(entries, "interval", path, self.positive_duration, _DNS_INTERVAL)
         return DnsDiscoveryConfig(name=name, port=port, interval=interval)

@@ -98,7 +98,8 @@ def test_an_empty_endpoints_list_goes_with_discovery() -> None:
         ),
         (
             '    dns: {name: "bad name", port: 80}\n',
-            'config.yaml:4: services[0].dns.name: "bad name" is not a valid DNS name',
+            'config.yaml:4: services[0].dns.name: "bad name" is not a valid DNS name or IPv4 '
+            "address",
         ),
         (
             "    dns: {name: web.test, port: 80, ttl: 5}\n",
