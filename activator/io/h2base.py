@@ -10,7 +10,9 @@ import weakref
 from collections import deque
 from typing import TYPE_CHECKING, Any, Protocol, cast
 
-from activator.io.h2lib import h2
+import hpack
+
+from activator.io.h2lib import SizeUpdateKeepingEncoder, h2
 from activator.io.h2wire import DATA, END_STREAM, append_frame, append_header_block
 
 if TYPE_CHECKING:
@@ -96,6 +98,8 @@ class ProxyH2Connection(h2.connection.H2Connection):
 
     def __init__(self, config: h2.config.H2Configuration) -> None:
         super().__init__(config=config)
+        if type(self.encoder) is hpack.Encoder:
+            self.encoder = SizeUpdateKeepingEncoder()
         self._out: list[bytes] = []
         self._prune_countdown = _PRUNE_EVERY
         self.incoming_buffer = _FrameBuffer(server=not config.client_side)

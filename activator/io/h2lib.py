@@ -161,6 +161,26 @@ class StrictDecoder(hpack.Decoder):
         return known, 2 + length
 
 
+class SizeUpdateKeepingEncoder(hpack.Encoder):
+    """python-hyper's HPACK encoder (which h2 uses), keeping a table size change it owes the peer.
+
+    h2 sets ``header_table_size`` at every SETTINGS that carries SETTINGS_HEADER_TABLE_SIZE, even
+    with the value already in force, and hpack's setter then forgets a change still to be signalled
+    (RFC 7541 §4.2, §6.3): after 0, then 64 twice, the peer's table would stay at 0 while entries
+    are indexed for it. The same value again changes nothing here. jh2's compiled encoder does
+    not need this.
+    """
+
+    @property
+    def header_table_size(self) -> int:
+        return int(self.header_table.maxsize)
+
+    @header_table_size.setter
+    def header_table_size(self, value: int) -> None:
+        if value != self.header_table.maxsize:
+            hpack.Encoder.header_table_size.fset(self, value)  # type: ignore[attr-defined]
+
+
 def strict_decoder(table_size: int) -> hpack.Decoder:
     """A fresh RFC 7541-strict HPACK decoder for a client connection whose SETTINGS_HEADER_TABLE_SIZE
     is ``table_size`` (the limit the peer's dynamic table size updates must respect)."""

@@ -18,7 +18,10 @@ from frames import (
     ErrorCode,
     FrameType,
     H2Client,
+    Setting,
     raw_frame,
+    request,
+    settings_frame,
 )
 from under_test import ActivatorUnderTest
 
@@ -159,3 +162,23 @@ async def dynamic_table_entries_reused(h2: H2Client, _act: ActivatorUnderTest) -
 @CASES.parametrize()
 async def test_hpack(case: Case, h2: H2Client, activator: ActivatorUnderTest) -> None:
     await case.run(h2, activator)
+
+
+async def test_a_header_table_size_repeated_in_two_settings_keeps_the_size_update(
+    activator: ActivatorUnderTest,
+) -> None:
+    """RFC 7541 §4.2, RFC 9113 §6.5.2: the client takes the activator's encoder table to 0, then to
+    64 in two SETTINGS frames that carry the same value. The activator's next block must still
+    start with the size update to 64 before it indexes anything: otherwise the client's table stays
+    at 0 and a later block refers to an entry the client never had (python-hyper's hpack encoder
+    drops a pending update when it is told the same size twice)."""
+    client = await activator.client([(Setting.HEADER_TABLE_SIZE, 0)])
+    client.send(client.headers(1, request("/")))
+    assert (await client.expect_response(1)).status == 200
+    assert client.decoder.header_table.maxsize == 0
+    client.send(settings_frame([(Setting.HEADER_TABLE_SIZE, 64)]))
+    client.send(settings_frame([(Setting.HEADER_TABLE_SIZE, 64)]))
+    for stream_id in (3, 5, 7):  # the later responses reuse what the first one indexed
+        client.send(client.headers(stream_id, request("/")))
+        assert (await client.expect_response(stream_id)).status == 200
+    assert client.decoder.header_table.maxsize == 64
