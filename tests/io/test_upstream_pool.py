@@ -229,15 +229,23 @@ async def test_a_pod_connection_in_steady_use_is_not_closed_as_idle(
     assert pod.stats.connections_total == 1
 
 
-async def test_an_idle_http1_pod_connection_is_closed(
+@pytest.fixture
+async def idle_h1_pool(
     start_activator: Start,
     pods: Callable[..., Awaitable[DemoPod]],
     monkeypatch: pytest.MonkeyPatch,
-) -> None:
+) -> tuple[Activator, DemoPod, PodPool]:
+    """An activator in front of one HTTP/1.1 pod whose idle connections close after 1 s."""
     short_pod_idle_timeout(monkeypatch, protocol="http1")
     pod = await pods(name="plain")
     activator = await start_activator([f"127.0.0.1:{pod.port}"], upstream="http1")
-    pool = activator.services["web"].pools[f"127.0.0.1:{pod.port}"]
+    return activator, pod, activator.services["web"].pools[f"127.0.0.1:{pod.port}"]
+
+
+async def test_an_idle_http1_pod_connection_is_closed(
+    idle_h1_pool: tuple[Activator, DemoPod, PodPool],
+) -> None:
+    activator, pod, pool = idle_h1_pool
     async with client(activator) as c:
         assert (await c.get("/")).status_code == 200
         assert len(pool.h1_idle) == 1
@@ -249,15 +257,10 @@ async def test_an_idle_http1_pod_connection_is_closed(
 
 
 async def test_an_http1_pod_connection_is_not_closed_before_its_idle_timeout(
-    start_activator: Start,
-    pods: Callable[..., Awaitable[DemoPod]],
-    monkeypatch: pytest.MonkeyPatch,
+    idle_h1_pool: tuple[Activator, DemoPod, PodPool],
 ) -> None:
     """Idle time starts when the connection joins the idle list, not at the sweep before."""
-    short_pod_idle_timeout(monkeypatch, protocol="http1")
-    pod = await pods(name="plain")
-    activator = await start_activator([f"127.0.0.1:{pod.port}"], upstream="http1")
-    pool = activator.services["web"].pools[f"127.0.0.1:{pod.port}"]
+    activator, pod, pool = idle_h1_pool
     async with client(activator) as c:
         for pause in (0.3, 0.6):  # requests at two points between sweeps
             await asyncio.sleep(pause)
