@@ -243,14 +243,14 @@ class IngressProtocol(asyncio.Protocol):
         # sends nothing but PING, SETTINGS or WINDOW_UPDATE frames does not hold its connection
         # open for ever. Any byte of HTTP/1.1 is part of a request.
         activity = handler.resets.opened if isinstance(handler, H2Ingress) else reads
-        received = activity != self._activity_seen
+        active = activity != self._activity_seen
         self._activity_seen = activity
         busy = self.busy
         # A pipelined head behind a request in flight waits for its turn, not for the client:
         # its time counts once the connection has nothing else to do (and a 408 then comes in
         # order, after the response before it).
         in_head = not busy and (handler is None or reads == 0 or handler.awaiting_head)
-        action = self.timer.tick(received=received, busy=busy, in_head=in_head)
+        action = self.timer.tick(active=active, busy=busy, in_head=in_head)
         if action is TimeoutAction.NONE:
             return
         if action is TimeoutAction.SLOW_HEAD:

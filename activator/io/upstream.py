@@ -21,6 +21,7 @@ from activator.config import parse_hostport
 from activator.core.headers import HeaderList, forward_response
 from activator.core.pool_policy import ASSUMED_MAX_STREAMS, PoolAction, choose_connection
 from activator.core.retry import ReplayReason
+from activator.core.sweep import seen_for
 from activator.io import pod_h2
 from activator.io.h2base import H2Endpoint, write_queue
 from activator.io.h2lib import h2
@@ -222,7 +223,7 @@ class H2Upstream(H2Endpoint, asyncio.Protocol):
         self.reads = 0
         self._reads_seen = 0
         self._started_seen = 0
-        self._idle_for = 0.0
+        self._idle_ticks = 0  # consecutive sweeps that found no stream (see core.sweep)
         self._silent_for = 0.0
         self._ping_sent = False
 
@@ -395,16 +396,13 @@ class H2Upstream(H2Endpoint, asyncio.Protocol):
         retire a dead one."""
         if not self.connected or self.closed:
             return
-        busy = bool(self.streams or self.pending)
-        if busy or self.started != self._started_seen:
+        if self.streams or self.pending or self.started != self._started_seen:
             self._started_seen = self.started
-            # Idle time is credited from a tick that saw the connection idle: streams open now
-            # may end just before the next tick, which must not count a whole interval.
-            self._idle_for = -interval if busy else 0.0
+            self._idle_ticks = 0
         else:
-            self._idle_for += interval
+            self._idle_ticks += 1
             timeout = self.pool.settings.idle_timeout
-            if timeout > 0 and self._idle_for >= timeout:
+            if timeout > 0 and seen_for(self._idle_ticks, interval) >= timeout:
                 self.draining = True
                 self.close()
                 return
@@ -565,9 +563,7 @@ class H1Upstream(asyncio.Protocol):
         self._paused = False
         self._unacked = 0
         self._close_delimited = False
-        # Seconds spent in the pool's idle list, counted by the sweep; None: joined it since the
-        # last tick, which credits nothing (it may have come just before that tick).
-        self._idle_for: float | None = None
+        self._idle_ticks = 0  # sweeps since it joined the pool's idle list (see core.sweep)
 
     @property
     def usable(self) -> bool:
@@ -731,16 +727,17 @@ class H1Upstream(asyncio.Protocol):
     def _idle(self) -> None:
         self.pool.h1_busy.discard(self)
         self.pool.h1_idle.append(self)
-        self._idle_for = None
+        self._idle_ticks = 0
 
     def idle_tick(self, interval: float) -> None:
         """Called once per ``interval`` seconds while the connection is in the idle list."""
-        if self._idle_for is None:
-            self._idle_for = 0.0
-            return
-        self._idle_for += interval
+        self._idle_ticks += 1
         timeout = self.pool.settings.idle_timeout
-        if timeout > 0 and self._idle_for >= timeout and self.exchange is None:
+        if (
+            timeout > 0
+            and seen_for(self._idle_ticks, interval) >= timeout
+            and self.exchange is None
+        ):
             self.close()
 
     def connection_lost(self, exc: Exception | None) -> None:
