@@ -12,6 +12,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import IO
 
 from loadtest.procs import HOST
 
@@ -140,7 +141,7 @@ def run_h2load_staggered(
     stagger_s: float,
 ) -> H2loadResult:
     """Run h2load processes side by side, each started `stagger_s` after the previous one."""
-    running: list[tuple[subprocess.Popen[bytes], object, Sequence[str], Path]] = []
+    running: list[tuple[subprocess.Popen[bytes], IO[bytes], Sequence[str], Path]] = []
     try:
         for argv, output_path in zip(argvs, output_paths, strict=True):
             if running:
@@ -154,9 +155,7 @@ def run_h2load_staggered(
     except BaseException:
         for process, output, _, _ in running:
             kill_h2load(process)
-            close = getattr(output, "close", None)
-            if close is not None:
-                close()
+            output.close()
         raise
     return merge_h2load_results(results, stagger_s)
 
@@ -211,7 +210,9 @@ def run_h2load(argv: Sequence[str], output_path: Path, timeout_s: float) -> H2lo
     return result
 
 
-def start_h2load(argv: Sequence[str], output_path: Path) -> tuple[subprocess.Popen[bytes], object]:
+def start_h2load(
+    argv: Sequence[str], output_path: Path
+) -> tuple[subprocess.Popen[bytes], IO[bytes]]:
     """Start h2load in the background (for the burst scenario); finish with `finish_h2load`."""
     output = open(output_path, "wb")  # noqa: SIM115 - closed in finish_h2load
     process = subprocess.Popen(
@@ -222,7 +223,7 @@ def start_h2load(argv: Sequence[str], output_path: Path) -> tuple[subprocess.Pop
 
 def finish_h2load(
     process: subprocess.Popen[bytes],
-    output: object,
+    output: IO[bytes],
     argv: Sequence[str],
     output_path: Path,
     timeout_s: float,
@@ -231,9 +232,7 @@ def finish_h2load(
     try:
         result.exit_code, result.client_cpu_s, timed_out = _wait_with_rusage(process, timeout_s)
     finally:
-        close = getattr(output, "close", None)
-        if close is not None:
-            close()
+        output.close()
     text = output_path.read_text(errors="replace")
     result.output = text
     parse_h2load_output(text, result)
