@@ -1,4 +1,10 @@
-"""loadtest/workers_scaling.py: its setups, medians, ratios, report and pinning; no benchmark."""
+"""loadtest/workers_scaling.py: its setups, medians, ratios, report and pinning; no benchmark.
+
+A real run lasts minutes, so where a test needs one, h2load is replaced by a stand-in that records
+what it was asked (real h2load runs in test_h2load.py and test_run.py); the processes being pinned
+are real, and their affinity is read back from /proc. One test fakes os.sched_getaffinity: a
+machine with fewer than two usable cores cannot be had here.
+"""
 
 from __future__ import annotations
 
