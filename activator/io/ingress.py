@@ -917,7 +917,11 @@ class H1Ingress:
                 self._write_error(nxt, grpc, keep_alive)
             elif not nxt.done:
                 self._begin(nxt, keep_alive, te_trailers)
-                return
+                # Its body may still be on the wire (only its head was read): read on, unless more
+                # requests wait or its upload is ahead of the pod (ack_request resumes then).
+                if self._unacked >= self.READ_HIGH_WATER // 2 or self.waiting:
+                    return
+                break
         if self._reading_paused:
             self._resume_reading()
 

@@ -230,3 +230,50 @@ async def test_rfc9112_9_3_2_pipelined_requests_are_answered_in_order(
     assert big.body == (bytes(range(256)) * 400)[:100000]
     assert hello.body == b"hello from a\n"
     assert echo.body == b"ping"
+
+
+async def test_rfc9112_9_3_2_pipelined_body_sent_after_its_head_is_read(
+    activator: ActivatorUnderTest,
+) -> None:
+    """A pipelined POST whose head came with the request before it and whose body comes in a later
+    write: once its turn comes, its body is read and it is answered (not left waiting for a body
+    the activator never reads)."""
+    reader, writer = await activator.tcp()
+    writer.write(
+        b"GET / HTTP/1.1\r\nHost: a\r\n\r\n"
+        b"POST /echo HTTP/1.1\r\nHost: a\r\nContent-Length: 4\r\nConnection: close\r\n\r\n"
+    )
+    async with asyncio.timeout(TIMEOUT):
+        first = await _read_response(reader)
+    assert first is not None
+    assert first.body == b"hello from a\n"
+    writer.write(b"ping")
+    responses = await _responses_until_close(reader)
+    assert [(r.status, r.body) for r in responses] == [(200, b"ping")]
+
+
+async def test_client_leaving_before_a_pipelined_body_leaves_nothing_in_flight(
+    activator: ActivatorUnderTest,
+) -> None:
+    """The client sends a request and the head of a pipelined POST, then leaves without its body:
+    the POST, dispatched once the first is answered, is cancelled and the connection closed, so no
+    request stays in flight (the autoscaler would count it, and a pod's slot would stay taken)."""
+    reader, writer = await activator.tcp()
+    writer.write(
+        b"GET / HTTP/1.1\r\nHost: a\r\n\r\n"
+        b"POST /echo HTTP/1.1\r\nHost: a\r\nContent-Length: 4\r\n\r\n"
+    )
+    async with asyncio.timeout(TIMEOUT):
+        first = await _read_response(reader)
+    assert first is not None
+    assert first.status == 200
+    writer.close()
+    service = activator.activator.services["default"]
+    clients = activator.activator.clients
+    for _ in range(int(TIMEOUT / 0.01)):
+        left = (service.throttle.in_flight, service.http1.current, len(clients.open))
+        if left == (0, 0, 0):
+            break
+        await asyncio.sleep(0.01)
+    else:
+        raise AssertionError(f"in flight, HTTP/1.1 concurrency, open connections: {left}")
