@@ -47,6 +47,13 @@ class HeadersTooLarge(ClientError):
     grpc_status = GRPC_RESOURCE_EXHAUSTED
 
 
+class RequestTimeout(ClientError):
+    """An HTTP/1.1 request head that did not arrive within client_header_timeout (RFC 9110 §15.5.9)."""
+
+    status = 408
+    grpc_status = GRPC_DEADLINE_EXCEEDED
+
+
 class UpstreamError(ActivatorError):
     """A pod failed us: unreachable, reset, or gone away with work we cannot replay."""
 

@@ -17,7 +17,13 @@ from typing import TYPE_CHECKING, cast
 import httptools
 
 from activator.core.client_timer import ClientTimer, TimeoutAction
-from activator.core.errors import ActivatorError, ClientError, HeadersTooLarge, UnknownHost
+from activator.core.errors import (
+    ActivatorError,
+    ClientError,
+    HeadersTooLarge,
+    RequestTimeout,
+    UnknownHost,
+)
 from activator.core.headers import (
     HeaderList,
     RequestHead,
@@ -605,6 +611,10 @@ class H1Ingress:
         self._declined_body: bytes | None = None
         self._body_only = False
         self._pending_error: tuple[ActivatorError, bool, bool] | None = None
+        # A request refused (see _reject): what it is answered, and whether it happened.
+        self._refusal: ClientError | None = None
+        self._rejected = False
+        self._responding = False  # the current request's response head is written
         self.closing = False
         self._url = b""
         self._headers: HeaderList = []
@@ -629,11 +639,13 @@ class H1Ingress:
 
     def reject_slow_head(self, message: str) -> None:
         """408 for a request whose head did not arrive in time (nothing was dispatched)."""
-        self._reject(408, message)
+        self._reject(RequestTimeout(message))
 
     # -- parsing (httptools callbacks) -------------------------------------------------------------
 
     def data_received(self, data: bytes) -> None:
+        if self._rejected:
+            return  # nothing after a request we refused is read
         try:
             self.parser.feed_data(data)
         except httptools.HttpParserUpgrade as upgrade:
@@ -641,10 +653,12 @@ class H1Ingress:
             self._on_upgrade(data[offset:])
         except httptools.HttpParserError as exc:
             self.owner.clients.closed["protocol_error"] += 1
-            if self._too_large:
-                self._reject(431, "request header block is over the limit")
-            else:
-                self._reject(400, f"malformed HTTP/1.1 request: {exc}")
+            error = self._refusal
+            if error is None and self._too_large:
+                error = HeadersTooLarge("request header block is over the limit")
+            elif error is None:
+                error = ClientError(f"malformed HTTP/1.1 request: {exc}")
+            self._reject(error)
 
     def on_message_begin(self) -> None:
         self.awaiting_head = True
@@ -728,7 +742,7 @@ class H1Ingress:
         if body and parser.should_upgrade():
             self._declined_body = framing
         if not authority:
-            self._reject(400, "HTTP/1.1 request without a Host header")
+            self._refusal = ClientError("HTTP/1.1 request without a Host header")
             raise httptools.HttpParserError("no host")
         service = owner.router.route(authority)
         forwarded = forward_request(
@@ -795,6 +809,7 @@ class H1Ingress:
 
     def _begin(self, ex: Exchange, keep_alive: bool, te_trailers: bool) -> None:
         self.current = ex
+        self._responding = False
         self._keep_alive = keep_alive and not self.closing
         self._te_trailers = te_trailers
         self._head = ex.method == b"HEAD"
@@ -823,6 +838,7 @@ class H1Ingress:
             lines.append(b"transfer-encoding: chunked\r\n")
         if not self._keep_alive:
             lines.append(b"connection: close\r\n")
+        self._responding = True
         self._write(_status_line(status) + b"".join(lines) + b"\r\n")
         if end_stream:
             self._response_done(ex)
@@ -925,14 +941,33 @@ class H1Ingress:
         if self._reading_paused:
             self._resume_reading()
 
-    def _reject(self, status: int, message: str) -> None:
-        body = (message + "\n").encode()
-        self._write(
-            _status_line(status)
-            + b"content-type: text/plain; charset=utf-8\r\ncontent-length: %d\r\n"
-            b"connection: close\r\n\r\n%b" % (len(body), body)
-        )
-        self._close()
+    def _reject(self, error: ClientError) -> None:
+        """Refuse a request we cannot parse or will not take, then close: nothing after it is read.
+
+        Responses still owed to earlier pipelined requests go first (RFC 9112 §9.3.2), never
+        interleaved with this one. If the bad bytes were the body of the request in flight, that
+        request cannot complete: it is cancelled, and this answer replaces its response, or, once
+        that response has begun, the connection is cut (HTTP/1.1 has no other way to say so).
+        """
+        self._rejected = True
+        self._pending_error = None
+        ex = self._building
+        self._building = None
+        if ex is not None and ex is self.current:
+            self.current = None
+            ex.on_client_reset()
+            if self._responding:
+                self._blocked.clear()
+                if self.owner.transport is not None:
+                    self.owner.transport.abort()
+                return
+        elif ex is not None:
+            ex.done = True  # a pipelined request never dispatched: it is dropped from the queue
+        if self.current is None and not self.waiting:
+            self._write_error(error, False, False)
+        else:
+            self.waiting.append((error, False, False, False))
+            self._pause_reading()
 
     # -- h2c upgrade -------------------------------------------------------------------------------
 

@@ -104,6 +104,18 @@ async def _pod_saw_only_probe(act: ActivatorUnderTest, *forbidden: str) -> None:
     assert not set(forbidden) & set(paths), paths
 
 
+async def _nothing_in_flight(act: ActivatorUnderTest) -> None:
+    """Wait until the activator holds no request and no client connection (or fail, saying what)."""
+    service = act.activator.services["default"]
+    clients = act.activator.clients
+    for _ in range(int(TIMEOUT / 0.01)):
+        left = (service.throttle.in_flight, service.http1.current, len(clients.open))
+        if left == (0, 0, 0):
+            return
+        await asyncio.sleep(0.01)
+    raise AssertionError(f"in flight, HTTP/1.1 concurrency, open connections: {left}")
+
+
 SMUGGLED = b"GET /smuggled HTTP/1.1\r\nHost: a\r\n\r\n"
 
 
@@ -268,12 +280,68 @@ async def test_client_leaving_before_a_pipelined_body_leaves_nothing_in_flight(
     assert first is not None
     assert first.status == 200
     writer.close()
-    service = activator.activator.services["default"]
-    clients = activator.activator.clients
-    for _ in range(int(TIMEOUT / 0.01)):
-        left = (service.throttle.in_flight, service.http1.current, len(clients.open))
-        if left == (0, 0, 0):
-            break
-        await asyncio.sleep(0.01)
-    else:
-        raise AssertionError(f"in flight, HTTP/1.1 concurrency, open connections: {left}")
+    await _nothing_in_flight(activator)
+
+
+async def _all_responses(seen: bytes, reader: asyncio.StreamReader) -> list[H1Response]:
+    """``seen`` plus everything until the server closes, parsed as responses."""
+    async with asyncio.timeout(TIMEOUT):
+        rest = await reader.read()
+    replay = asyncio.StreamReader()
+    replay.feed_data(seen + rest)
+    replay.feed_eof()
+    return await _responses_until_close(replay)
+
+
+async def test_rfc9112_9_3_2_malformed_pipelined_request_is_answered_after_the_response_before_it(
+    activator: ActivatorUnderTest,
+) -> None:
+    """Garbage pipelined behind a request whose response is still streaming: that response ends
+    intact, then the 400 follows, then the connection closes (a 400 written in the middle of the
+    chunked body would corrupt both)."""
+    reader, writer = await activator.tcp()
+    writer.write(b"GET /stream/3/50 HTTP/1.1\r\nHost: a\r\n\r\n")
+    async with asyncio.timeout(TIMEOUT):
+        seen = await reader.readuntil(b"chunk 0\n")
+    writer.write(b"0\r\n\r\n")
+    responses = await _all_responses(seen, reader)
+    assert [r.status for r in responses] == [200, 400]
+    assert responses[0].body == b"chunk 0\nchunk 1\nchunk 2\n"
+    assert responses[1].body.startswith(b"malformed HTTP/1.1 request")
+    await _nothing_in_flight(activator)
+
+
+async def test_malformed_body_after_the_response_began_cuts_the_connection(
+    activator: ActivatorUnderTest,
+) -> None:
+    """A chunked upload turns malformed while its echo is already streaming back: the request
+    cannot complete and the response has begun, so the connection is cut, with no 400 written
+    into the response's body, and the pod's stream is cancelled."""
+    reader, writer = await activator.tcp()
+    writer.write(
+        b"POST /echo HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n"
+    )
+    async with asyncio.timeout(TIMEOUT):
+        seen = await reader.readuntil(b"hello")
+    writer.write(b"zz\r\n")
+    async with asyncio.timeout(TIMEOUT):
+        rest = await reader.read()
+    assert b"HTTP/1.1 400" not in rest, rest
+    assert seen.startswith(b"HTTP/1.1 200")
+    await _nothing_in_flight(activator)
+
+
+async def test_malformed_body_before_the_response_gets_400_and_cancels_the_request(
+    activator: ActivatorUnderTest,
+) -> None:
+    """A chunked upload turns malformed before the pod answered: the request is cancelled and
+    answered 400 instead, then the connection closes."""
+    reader, writer = await activator.tcp()
+    writer.write(
+        b"POST /upload HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n"
+    )
+    await asyncio.sleep(0.05)
+    writer.write(b"zz\r\n")
+    responses = await _responses_until_close(reader)
+    assert [r.status for r in responses] == [400]
+    await _nothing_in_flight(activator)
