@@ -237,7 +237,10 @@ class PodH2Connection:
         if stream is None or stream.local_ended:
             raise PodStreamGone(stream_id)
         n = len(data)
-        if n > stream.send_window or n > self._send_window or n > self.max_outbound_frame_size:
+        # An empty frame (END_STREAM alone) needs no window, even one a SETTINGS made negative.
+        if n and (
+            n > stream.send_window or n > self._send_window or n > self.max_outbound_frame_size
+        ):
             raise h2.exceptions.FlowControlError(f"{n} bytes exceed the window or frame size")
         stream.send_window -= n
         self._send_window -= n

@@ -1000,6 +1000,22 @@ def test_initial_window_size_change_moves_open_stream_windows() -> None:
     assert pair.client.local_flow_control_window(sid) == 100000 - 600
 
 
+def test_end_stream_needs_no_window_even_a_negative_one() -> None:
+    """A pod shrank INITIAL_WINDOW_SIZE below what is in flight (RFC 9113 §6.9.2): no body byte may
+    go, but the upload can still end - an empty DATA frame with END_STREAM is not flow-controlled
+    (§6.9.1), and a client that ends its body with one must not break the connection."""
+    pair = connected()
+    sid = pair.request(POST, end_stream=False)
+    pair.client.send_data(sid, b"x" * 600)
+    pair.server.update_settings({h2.settings.SettingCodes.INITIAL_WINDOW_SIZE: 100})
+    assert pair.pump() == [(SETTINGS, False, None, True)]
+    assert pair.client.local_flow_control_window(sid) == -500
+    with pytest.raises(h2lib.exceptions.FlowControlError):
+        pair.client.send_data(sid, b"x")  # a body byte still needs window
+    pair.client.end_stream(sid)
+    assert output_frames(pair.client)[-1:] == [(T_DATA, F_END_STREAM, sid, b"")]
+
+
 def test_unchanged_initial_window_size_is_not_a_window_change() -> None:
     raw = RawPod(end_stream=False)
     same = frame(T_SETTINGS, 0, 0, settings_payload((S_INITIAL_WINDOW_SIZE, 65535)))
