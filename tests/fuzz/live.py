@@ -1,0 +1,151 @@
+"""A real activator and demo pod in one private event loop, for feeding client conversations to the
+ingress over real loopback sockets, and the checks made after each one."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+
+from activator.config import config_from_upstreams
+from activator.demopod import DemoPod, PodBehaviour
+from activator.io.app import Activator
+
+# A pause in a conversation: the bytes before it leave in their own TCP segment(s).
+Pause = float
+Conversation = list[bytes | Pause]
+
+# How long the accounting may take to return to zero once the client has gone (pod resets, the
+# pod connection's answer) before it counts as a leak.
+SETTLE_SECONDS = 2.0
+
+
+class Trouble(logging.Handler):
+    """Collects log records at ERROR and above: none is expected whatever a client sends."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.ERROR)
+        self.records: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.records.append(self.format(record))
+
+
+class LiveActivator:
+    """An activator (default config, one h2c demo pod) running in its own loop until ``close``."""
+
+    def __init__(self) -> None:
+        self.loop = asyncio.new_event_loop()
+        self.loop_errors: list[str] = []
+        self.loop.set_exception_handler(self._on_loop_error)
+        self.trouble = Trouble()
+        logging.getLogger().addHandler(self.trouble)
+        self._stack = contextlib.AsyncExitStack()
+        self.pod = DemoPod(PodBehaviour(name="a"))
+        self.activator = self.loop.run_until_complete(self._start())
+
+    async def _start(self) -> Activator:
+        await self.pod.start()
+        self._stack.push_async_callback(self.pod.stop)
+        config = config_from_upstreams(
+            [f"h2c://127.0.0.1:{self.pod.port}"], listen="127.0.0.1:0", admin="127.0.0.1:0"
+        )
+        activator = Activator(config, drain_timeout=1.0)
+        await activator.start()
+        self._stack.push_async_callback(activator.stop)
+        return activator
+
+    def close(self) -> None:
+        self.loop.run_until_complete(self._stack.aclose())
+        logging.getLogger().removeHandler(self.trouble)
+        self.loop.close()
+
+    def _on_loop_error(self, loop: asyncio.AbstractEventLoop, context: dict[str, object]) -> None:
+        self.loop_errors.append(f"{context.get('message')}: {context.get('exception')!r}")
+
+    def converse(self, conversation: Conversation, linger: float) -> bytes:
+        """Send ``conversation`` on a new connection, read for ``linger`` seconds more, close, and
+        return what the activator sent back."""
+        return self.loop.run_until_complete(self._converse(conversation, linger))
+
+    async def _converse(self, conversation: Conversation, linger: float) -> bytes:
+        reader, writer = await asyncio.open_connection("127.0.0.1", self.activator.listen_port)
+        received = bytearray()
+
+        async def read_all() -> None:
+            with contextlib.suppress(ConnectionError):
+                while data := await reader.read(65536):
+                    received.extend(data)
+
+        reading = asyncio.ensure_future(read_all())
+        with contextlib.suppress(ConnectionError):
+            for part in conversation:
+                if isinstance(part, bytes):
+                    writer.write(part)
+                    await asyncio.sleep(0)
+                else:
+                    await asyncio.sleep(part)
+            await asyncio.sleep(linger)
+        writer.close()
+        try:
+            await asyncio.wait_for(reading, SETTLE_SECONDS)
+        except TimeoutError:
+            reading.cancel()
+        await self._settle()
+        return bytes(received)
+
+    async def _settle(self) -> None:
+        for _ in range(int(SETTLE_SECONDS / 0.002)):
+            if not self.leaks():
+                return
+            await asyncio.sleep(0.002)
+
+    def leaks(self) -> list[str]:
+        """What is still held although no client is connected: each is a leak."""
+        found = []
+        if self.activator.clients.open:
+            found.append(f"{len(self.activator.clients.open)} client connection(s) still open")
+        for name, service in self.activator.services.items():
+            throttle = service.throttle
+            if throttle.in_flight:
+                found.append(f"{name}: {throttle.in_flight} request(s) in flight")
+            if throttle.queue_depth or service.queued_body_bytes:
+                found.append(
+                    f"{name}: {throttle.queue_depth} queued, {service.queued_body_bytes} B"
+                )
+            if service.streams.current or service.http1.current:
+                found.append(
+                    f"{name}: concurrency {service.streams.current} streams, "
+                    f"{service.http1.current} HTTP/1.1 connections"
+                )
+            for address, pool in service.pools.items():
+                for upstream in pool.h2:
+                    if upstream.streams or upstream.pending:
+                        found.append(
+                            f"{address}: {len(upstream.streams)} pod stream(s) open, "
+                            f"{len(upstream.pending)} pending"
+                        )
+                if pool.waiting:
+                    found.append(f"{address}: {len(pool.waiting)} waiting for a connection")
+        return found
+
+    def check(self) -> None:
+        """Raise if anything leaked, failed in a callback, or was logged as an error."""
+        problems = self.leaks() + self.loop_errors + self.trouble.records
+        if problems:
+            raise AssertionError("; ".join(problems))
+
+    def still_serves(self) -> None:
+        """A well-behaved request on a new connection is answered by the pod."""
+
+        async def get() -> bytes:
+            reader, writer = await asyncio.open_connection("127.0.0.1", self.activator.listen_port)
+            writer.write(b"GET / HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n")
+            async with asyncio.timeout(5):
+                data = await reader.read()
+            writer.close()
+            return data
+
+        answer = self.loop.run_until_complete(get())
+        if not (answer.startswith(b"HTTP/1.1 200") and answer.endswith(b"hello from a\n")):
+            raise AssertionError(f"a plain GET after the fuzz input got {answer[:300]!r}")
