@@ -101,11 +101,16 @@ _MAX_BLOCK = 2 * MAX_HEADER_LIST
 
 
 class PodConnectionError(h2.exceptions.ProtocolError):
-    """The pod broke HTTP/2 at the connection level; GOAWAY with ``code`` is queued."""
+    """The pod broke HTTP/2 at the connection level; GOAWAY with ``code`` is queued.
+
+    ``events`` are those of the frames before the faulty one in the same read: they happened (a
+    GOAWAY that declared streams unprocessed, a whole response) and still count.
+    """
 
     def __init__(self, code: int, message: str) -> None:
         super().__init__(message)
         self.code = code
+        self.events: list[tuple[Any, ...]] = []
 
 
 class PodStreamGone(h2.exceptions.StreamClosedError):
@@ -354,6 +359,7 @@ class PodH2Connection:
             self._buf = b""
             self._broken = True
             self.send_goaway(0, exc.code)  # last_stream_id: pods open no streams
+            exc.events = events
             raise
         self._buf = buf[pos:] if pos < size else b""
         return events

@@ -426,15 +426,15 @@ class H2Upstream(H2Endpoint, asyncio.Protocol):
 
     def data_received(self, data: bytes) -> None:
         self.reads += 1
+        broken: pod_h2.PodConnectionError | None = None
         try:
             events = self.conn.receive_data(data)
         except pod_h2.PodConnectionError as exc:
-            log.warning("pod %s broke HTTP/2: %s", self.pool.address, exc)
-            self.closed = True  # not usable from now on; connection_lost fails its streams
-            self.flush()
-            if self.transport is not None:
-                self.transport.close()
-            return
+            # What the read held before the fault still happened: a GOAWAY's unprocessed streams
+            # are replayed, whole responses delivered. Only then is the connection given up.
+            broken = exc
+            events = exc.events
+            self.closed = True  # not usable from now on (a replay must go elsewhere)
         streams = self.streams
         for event in events:
             kind = event[0]
@@ -487,6 +487,14 @@ class H2Upstream(H2Endpoint, asyncio.Protocol):
                     self._start_pending()
                 elif max_streams is not None:
                     self.pool.slot_freed()
+        if broken is not None:
+            # connection_lost fails the streams left on it.
+            log.warning("pod %s broke HTTP/2: %s", self.pool.address, broken)
+            self.flush()
+            if self.transport is not None:
+                self.transport.close()
+            self.writes.write_now()
+            return
         if self._connection_credit:
             self.return_connection_credit()
         self.flush()

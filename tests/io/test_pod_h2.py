@@ -894,6 +894,8 @@ def test_connection_error_in_a_later_frame_of_the_same_read() -> None:
         raw.client.receive_data(raw.headers(1, OK_200) + frame(T_DATA, 0, 0, b"x"))
     assert info.value.code == PROTOCOL_ERROR
     assert [f[0] for f in output_frames(raw.client)] == [T_GOAWAY]
+    # The response before the fault happened: the error carries it for the caller to deliver.
+    assert [e[:2] for e in info.value.events] == [(RESPONSE, 1)]
 
 
 def test_nothing_is_read_after_a_connection_error() -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import struct
 from collections.abc import AsyncIterator, Awaitable, Callable
 
 import httpx
@@ -15,6 +16,7 @@ from activator.demopod import DemoPod, PodBehaviour
 from activator.io import app as app_module
 from activator.io.app import Activator
 from activator.io.upstream import PodPool
+from tests.fuzz.scripted_pod import GOOD_BODY, Script, ScriptedPod
 from tests.io.faultproxy import FaultProxy
 
 Start = Callable[..., Awaitable[Activator]]
@@ -287,3 +289,31 @@ async def test_dead_pod_is_marked_not_ready_and_traffic_moves(
     assert {r.headers["x-pod"] for r in after[-20:]} == {"alive"}
     pods_state = activator.services["web"].throttle.pods
     assert pods_state[f"127.0.0.1:{doomed.port}"].ready is False
+
+
+async def test_goaway_before_a_protocol_error_in_the_same_read_still_replays(
+    start_activator: Start,
+) -> None:
+    """A pod sends GOAWAY(last_stream_id=0), then, in the same TCP read, a frame that breaks
+    HTTP/2 (HEADERS on a stream never opened). The GOAWAY declared the request unprocessed, so it is
+    replayed on a new connection and answered there; the fault that follows ends the first
+    connection but does not turn the request into a 502. (The pod is tests/fuzz's scripted pod:
+    its first connection plays the frames, later ones answer 200 "ok".)"""
+    pod = ScriptedPod()
+    await pod.start()
+    try:
+        goaway = struct.pack(">HBBBLLL", 0, 8, 0x7, 0, 0, 0, 0)
+        headers_on_idle_stream_3 = struct.pack(">HBBBL", 0, 1, 0x1, 0x5, 3) + b"\x88"
+        pod.arm(
+            Script(
+                settings=struct.pack(">HBBBL", 0, 0, 0x4, 0, 0),
+                steps=[goaway + headers_on_idle_stream_3],
+            )
+        )
+        activator = await start_activator([f"127.0.0.1:{pod.port}"])
+        async with client(activator) as c:
+            response = await c.get("/")
+        assert (response.status_code, response.content) == (200, GOOD_BODY)
+        assert activator.services["web"].replays_total.get("goaway") == 1
+    finally:
+        await pod.stop()
