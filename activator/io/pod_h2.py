@@ -141,7 +141,8 @@ class _Stream:
         self.local_ended = local_ended
         self.remote_ended = False
         self.response_started = False
-        # Body bytes the response's content-length still owes; -1 when it declared none.
+        # Body bytes the response's content-length still owes (0 for a response that has no
+        # content: HEAD, 204, 304); -1 when it declared none.
         self.remaining = -1
 
 
@@ -403,7 +404,9 @@ class PodH2Connection:
         if stream.remaining >= 0:
             stream.remaining -= len(payload)
             if stream.remaining < 0 or (end and stream.remaining):
-                reason = "body longer or shorter than its content-length"
+                reason = (
+                    "body longer or shorter than its content-length, or in a response with none"
+                )
                 self._stream_error(sid, PROTOCOL_ERROR, reason, events, flow_len)
                 return
         if end:
@@ -490,7 +493,11 @@ class PodH2Connection:
                 self._stream_error(sid, PROTOCOL_ERROR, f"bad {status} response", events)
             return
         stream.response_started = True
-        if length >= 0 and not stream.head and status != 204 and status != 304:
+        if stream.head or status == 204 or status == 304:
+            # No content, whatever content-length says (RFC 9110 §6.4.1): a DATA payload would
+            # reach an HTTP/1.1 client as the start of a next response.
+            stream.remaining = 0
+        elif length >= 0:
             if end and length:
                 reason = "content-length without a body"
                 self._stream_error(sid, PROTOCOL_ERROR, reason, events)

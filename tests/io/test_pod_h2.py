@@ -217,6 +217,7 @@ class RawPod:
         connection_window: int = 65535,
         streams: int = 1,
         end_stream: bool = True,
+        head: bool = False,
     ) -> None:
         self.client = PodH2Connection(
             stream_window=stream_window, connection_window=connection_window
@@ -228,7 +229,7 @@ class RawPod:
         self.sids: list[int] = []
         for _ in range(streams):
             sid = self.client.get_next_available_stream_id()
-            self.client.send_headers(sid, GET, end_stream)
+            self.client.send_headers(sid, HEAD if head else GET, end_stream, head=head)
             self.sids.append(sid)
         self.client.pop_output()
 
@@ -653,6 +654,34 @@ def test_304_with_content_length_and_no_body() -> None:
     headers = [(b":status", b"304"), (b"content-length", b"10")]
     pair.server.send_headers(sid, headers, end_stream=True)
     assert pair.pump() == [(RESPONSE, sid, headers, True)]
+
+
+@pytest.mark.parametrize(
+    ("request_headers", "status"), [(GET, b"204"), (GET, b"304"), (HEAD, b"200")]
+)
+def test_content_in_a_response_that_has_none_is_a_stream_error(
+    request_headers: list[tuple[bytes, bytes]], status: bytes
+) -> None:
+    """A HEAD response, a 204 or a 304 has no content (RFC 9110 §6.4.1), whatever its
+    content-length: a DATA payload after it is malformed. Forwarded, it would reach an HTTP/1.1
+    client as the start of another response."""
+    raw = RawPod(end_stream=True, head=request_headers is HEAD)
+    headers = [(b":status", status), (b"content-length", b"0")]
+    assert raw.client.receive_data(raw.headers(1, headers, end_stream=False)) == [
+        (RESPONSE, 1, headers, False)
+    ]
+    events = raw.client.receive_data(frame(T_DATA, F_END_STREAM, 1, b"smuggled"))
+    assert [e[0] for e in events] == [DATA, STREAM_ERROR]
+    assert events[0][2:] == (b"", 8, False)  # no payload forwarded; the credit is returned
+    assert events[1][2] == PROTOCOL_ERROR
+    assert output_frames(raw.client)[-1] == (T_RST_STREAM, 0, 1, struct.pack(">L", PROTOCOL_ERROR))
+
+
+def test_a_response_without_content_may_still_end_with_an_empty_data_frame() -> None:
+    raw = RawPod(end_stream=True)
+    headers = [(b":status", b"204")]
+    raw.client.receive_data(raw.headers(1, headers, end_stream=False))
+    assert raw.client.receive_data(frame(T_DATA, F_END_STREAM, 1, b"")) == [(DATA, 1, b"", 0, True)]
 
 
 # == malformed responses ===========================================================================

@@ -317,3 +317,28 @@ async def test_goaway_before_a_protocol_error_in_the_same_read_still_replays(
         assert activator.services["web"].replays_total.get("goaway") == 1
     finally:
         await pod.stop()
+
+
+async def test_content_after_a_204_never_reaches_an_http11_client(start_activator: Start) -> None:
+    """A pod answers 204 and then sends DATA anyway, shaped as a second response. A 204 has no
+    content (RFC 9110 §6.4.1): written to an HTTP/1.1 keep-alive connection, those bytes would be
+    read as the answer to the client's next request. The pod's stream is reset instead, and the
+    client's connection ends after the 204."""
+    pod = ScriptedPod()
+    await pod.start()
+    try:
+        smuggled = b"HTTP/1.1 200 OK\r\ncontent-length: 8\r\n\r\nsmuggled"
+        status_204 = struct.pack(">HBBBL", 0, 1, 0x1, 0x4, 1) + b"\x89"
+        data = struct.pack(">HBBBL", 0, len(smuggled), 0x0, 0x1, 1) + smuggled
+        empty_settings = struct.pack(">HBBBL", 0, 0, 0x4, 0, 0)
+        pod.arm(Script(settings=empty_settings, steps=[status_204 + data]))
+        activator = await start_activator([f"127.0.0.1:{pod.port}"])
+        reader, writer = await asyncio.open_connection("127.0.0.1", activator.listen_port)
+        writer.write(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n")
+        async with asyncio.timeout(10):
+            received = await reader.read(-1)
+        writer.close()
+        assert received.startswith(b"HTTP/1.1 204 ")
+        assert b"smuggled" not in received
+    finally:
+        await pod.stop()
