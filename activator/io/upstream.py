@@ -535,7 +535,12 @@ class H2Upstream(H2Endpoint, asyncio.Protocol):
                 pool.streams_per_connection = processed
             pool.last_goaway_count = processed
         # Streams above last_stream_id were not processed (RFC 9113 §6.8): replay them elsewhere.
-        unprocessed = [sid for sid in self.streams if sid > last_stream_id]
+        # One the pod has begun to answer was processed whatever its GOAWAY says: it stays here.
+        unprocessed = [
+            sid
+            for sid, ex in self.streams.items()
+            if sid > last_stream_id and not ex.response_started
+        ]
         replay = []
         for sid in unprocessed:
             ex = self.streams.pop(sid)

@@ -342,3 +342,26 @@ async def test_content_after_a_204_never_reaches_an_http11_client(start_activato
         assert b"smuggled" not in received
     finally:
         await pod.stop()
+
+
+async def test_a_stream_the_pod_began_to_answer_is_not_replayed_after_its_goaway(
+    start_activator: Start,
+) -> None:
+    """A pod sends a 204's headers on stream 1, then GOAWAY(last_stream_id=0), which says stream 1
+    was not processed. It was - its response began - so it is not replayed (the client would get a
+    second response's body after the first's headers); it finishes on its connection."""
+    pod = ScriptedPod()
+    await pod.start()
+    try:
+        status_204 = struct.pack(">HBBBL", 0, 1, 0x1, 0x4, 1) + b"\x89"
+        goaway = struct.pack(">HBBBLLL", 0, 8, 0x7, 0, 0, 0, 0)
+        end = struct.pack(">HBBBL", 0, 0, 0x0, 0x1, 1)
+        empty_settings = struct.pack(">HBBBL", 0, 0, 0x4, 0, 0)
+        pod.arm(Script(settings=empty_settings, steps=[status_204 + goaway, 0.05, end]))
+        activator = await start_activator([f"127.0.0.1:{pod.port}"])
+        async with client(activator) as c:
+            response = await c.get("/")
+        assert (response.status_code, response.content) == (204, b"")
+        assert activator.services["web"].replays_total == {}
+    finally:
+        await pod.stop()
