@@ -3,7 +3,7 @@
     python3 -m pip install atheris
     python3 -m tests.fuzz ingress_h2 /tmp/corpus-h2 -max_total_time=600
 
-Targets: ingress_h2, ingress_h1, pod_h2, hpack_strict (see tests/fuzz/targets.py). Arguments after
+Targets: ingress_h2, ingress_h1, pod_misbehaviour, pod_h2, hpack_strict (see tests/fuzz/targets.py). Arguments after
 the target go to libFuzzer (-max_total_time, -runs, -jobs, ...); a first one that is a directory is
 the corpus to grow, and is first given the stored corpus (tests/fuzz/corpus/TARGET.b64). A failing
 input is written as crash-*; `python3 -m tests.fuzz TARGET crash-...` replays it. To store a grown
@@ -21,10 +21,9 @@ from pathlib import Path
 import atheris
 
 with atheris.instrument_imports(include=["activator"]):
-    from tests.fuzz.targets import LIVE_TARGETS, PLAIN_TARGETS
+    from tests.fuzz.targets import LIVE_TARGETS, PLAIN_TARGETS, live_activator
 
 from tests.fuzz.corpus import pack, unpack
-from tests.fuzz.live import LiveActivator
 
 
 def main() -> None:
@@ -44,7 +43,7 @@ def main() -> None:
     if name in PLAIN_TARGETS:
         atheris.Setup(argv, PLAIN_TARGETS[name])
     else:
-        live = LiveActivator()
+        live = live_activator(name)
         target = LIVE_TARGETS[name]
         runs = 0
 

@@ -10,6 +10,7 @@ import logging
 from activator.config import config_from_upstreams
 from activator.demopod import DemoPod, PodBehaviour
 from activator.io.app import Activator
+from tests.fuzz.scripted_pod import GOOD_BODY, ScriptedPod
 
 # A pause in a conversation: the bytes before it leave in their own TCP segment(s).
 Pause = float
@@ -32,16 +33,17 @@ class Trouble(logging.Handler):
 
 
 class LiveActivator:
-    """An activator (default config, one h2c demo pod) running in its own loop until ``close``."""
+    """An activator (default config) in front of one h2c pod - a demo pod unless another is given -
+    running in its own loop until ``close``."""
 
-    def __init__(self) -> None:
+    def __init__(self, pod: DemoPod | ScriptedPod | None = None) -> None:
         self.loop = asyncio.new_event_loop()
         self.loop_errors: list[str] = []
         self.loop.set_exception_handler(self._on_loop_error)
         self.trouble = Trouble()
         logging.getLogger().addHandler(self.trouble)
         self._stack = contextlib.AsyncExitStack()
-        self.pod = DemoPod(PodBehaviour(name="a"))
+        self.pod = pod if pod is not None else DemoPod(PodBehaviour(name="a"))
         self.activator = self.loop.run_until_complete(self._start())
 
     async def _start(self) -> Activator:
@@ -91,10 +93,11 @@ class LiveActivator:
             await asyncio.wait_for(reading, SETTLE_SECONDS)
         except TimeoutError:
             reading.cancel()
-        await self._settle()
+        await self.settle()
         return bytes(received)
 
-    async def _settle(self) -> None:
+    async def settle(self) -> None:
+        """Wait (a bounded time) for what the last client held to be released."""
         for _ in range(int(SETTLE_SECONDS / 0.002)):
             if not self.leaks():
                 return
@@ -147,5 +150,6 @@ class LiveActivator:
             return data
 
         answer = self.loop.run_until_complete(get())
-        if not (answer.startswith(b"HTTP/1.1 200") and answer.endswith(b"hello from a\n")):
+        body = GOOD_BODY if isinstance(self.pod, ScriptedPod) else b"hello from a\n"
+        if not (answer.startswith(b"HTTP/1.1 200") and answer.endswith(body)):
             raise AssertionError(f"a plain GET after the fuzz input got {answer[:300]!r}")

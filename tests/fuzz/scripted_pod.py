@@ -12,7 +12,8 @@ import h2.config
 import h2.connection
 import h2.events
 
-PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
+from activator.io.h2wire import PREFACE
+
 GOOD_BODY = b"ok"
 
 

@@ -7,6 +7,12 @@ raises AssertionError when the activator gets it wrong.
   nothing may be logged as an error or fail in a callback, and what came back must parse: every
   HTTP/2 header block decodes in order, every frame fits the frame size, and HTTP/1.1 responses
   are well framed.
+- ``pod_misbehaviour``: well-formed HTTP/2 requests from a client, through a live activator, to a
+  pod whose connection plays a script of raw frames (responses, resets, GOAWAY, SETTINGS, garbage,
+  a close) and whose later connections behave. Besides the ingress checks: when the script's first
+  move that could concern a request is GOAWAY(last_stream_id=0), the pod provably processed
+  nothing, so every request must be replayed on a new connection and answered there; when it is
+  REFUSED_STREAM on stream 1, the client must never see that refusal.
 - ``pod_h2``: the lean HTTP/2 client toward pods, sans-I/O, given arbitrary frames from a "pod":
   the only error is PodConnectionError, after which nothing more is read; events name only streams
   we opened; and every DATA frame's flow-controlled bytes come back as connection credit, so a
@@ -18,18 +24,24 @@ raises AssertionError when the activator gets it wrong.
 
 from __future__ import annotations
 
+import asyncio
 import struct
 from collections.abc import Callable
+from dataclasses import dataclass
 
+import h2.config
+import h2.connection
+import h2.events
 import hpack
 import httptools
 
 from activator.io import pod_h2 as pods
 from activator.io.h2lib import strict_decoder
+from activator.io.h2wire import PREFACE
 from tests.fuzz.live import Conversation, LiveActivator
+from tests.fuzz.scripted_pod import GOOD_BODY, Script, ScriptedPod
 from tests.fuzz.source import ByteSource
 
-PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
 DEFAULT_FRAME = 16384
 
 # Request fields: mostly valid, with the shapes RFC 9113 §8.2 and RFC 9112 make malformed.
@@ -254,6 +266,169 @@ def ingress_h1(live: LiveActivator, data: bytes) -> None:
     check_h1_reply(b"".join(p for p in conversation if isinstance(p, bytes)), reply)
 
 
+# -- a misbehaving pod ----------------------------------------------------------------------------
+
+REFUSED_STREAM = 0x7
+# SETTINGS values a pod may send (RFC 9113 §6.5.2), and some it may not.
+VALID_SETTINGS = [
+    (0x1, 0),
+    (0x1, 4096),
+    (0x3, 1),
+    (0x3, 100),
+    (0x4, 0),
+    (0x4, 10),
+    (0x4, 65535),
+    (0x5, 16384),
+]
+INVALID_SETTINGS = [(0x2, 1), (0x4, 0x80000000), (0x5, 100)]
+POD_STATUSES = [b"200", b"204", b"404", b"100", b"503", b"abc"]
+
+
+def _settings(pairs: list[tuple[int, int]]) -> bytes:
+    return frame(0x4, 0, 0, b"".join(struct.pack(">HL", k, v) for k, v in pairs))
+
+
+def pod_script(src: ByteSource) -> tuple[Script, str]:
+    """A script, and what it promises: "all" (GOAWAY(0) first: every request is answered by a
+    good connection), "first" (the first request was refused unprocessed) or "" (nothing)."""
+    encoder = hpack.Encoder()
+    settings = _settings([src.choice(VALID_SETTINGS) for _ in range(src.integer(0, 3))])
+    steps: list[bytes | float | None] = []
+    expect: str | None = None  # decided by the first step that could concern a request
+    for _ in range(src.integer(0, 10)):
+        kind = src.integer(0, 12)
+        sid = src.choice([1, 1, 3, 5, 2, 0])
+        benign = False
+        refusal = ""
+        if kind <= 2:
+            fields = [(b":status", src.choice(POD_STATUSES))]
+            if src.flag():
+                fields.append((b"content-length", src.choice([b"0", b"2", b"5", b"x"])))
+            flags = src.choice([0x5, 0x4, 0x0, 0x1])
+            steps.append(frame(0x1, flags, sid, bytes(encoder.encode(fields))))
+        elif kind <= 4:
+            body = b"d" * src.choice([0, 2, 5, 20000])
+            steps.append(frame(0x0, src.choice([0x0, 0x1]), sid, body))
+        elif kind == 5:
+            code = src.choice([REFUSED_STREAM, REFUSED_STREAM, 0x8, 0x2, 0x0])
+            steps.append(frame(0x3, 0, sid, struct.pack(">L", code)))
+            refusal = "first" if (sid, code) == (1, REFUSED_STREAM) else ""
+        elif kind == 6:
+            last = src.choice([0, 0, 1, 3, 0x7FFFFFFF])
+            steps.append(frame(0x7, 0, 0, struct.pack(">LL", last, src.choice([0x0, 0x2, 0xB]))))
+            refusal = "all" if last == 0 else ""
+        elif kind == 7:
+            if src.flag():
+                steps.append(_settings([src.choice(VALID_SETTINGS)]))
+                benign = True
+            elif src.flag():
+                steps.append(frame(0x4, 0x1, 0, b""))  # ACK
+                benign = True
+            else:
+                steps.append(_settings([src.choice(INVALID_SETTINGS)]))
+        elif kind == 8:
+            increment = src.choice([1, 65535, 0, 0x7FFFFFFF])
+            stream = src.choice([0, 1, 3])
+            steps.append(frame(0x8, 0, stream, struct.pack(">L", increment)))
+            benign = stream == 0 and increment in (1, 65535)
+        elif kind == 9:
+            steps.append(frame(0x6, src.choice([0, 1]), 0, b"pingpong"))
+            benign = True
+        elif kind == 10:
+            steps.append(src.blob(30))
+        elif kind == 11:
+            steps.append(0.005)
+            benign = True
+        else:
+            steps.append(None)
+        if expect is None and not benign:
+            expect = refusal
+    return Script(settings, steps), expect or ""
+
+
+@dataclass
+class Reply:
+    status: bytes = b""
+    body: bytes = b""
+    ended: bool = False
+    reset: int | None = None
+
+
+async def _h2_requests(
+    port: int, requests: list[tuple[bytes, bytes, bytes]], wait: float
+) -> list[Reply]:
+    """Send ``requests`` (method, path, body) on one HTTP/2 connection (h2's client); what came
+    back for each within ``wait`` seconds."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    conn = h2.connection.H2Connection(
+        h2.config.H2Configuration(client_side=True, header_encoding=None)
+    )
+    conn.initiate_connection()
+    replies: dict[int, Reply] = {}
+    for method, path, body in requests:
+        sid = conn.get_next_available_stream_id()
+        head = [
+            (b":method", method),
+            (b":scheme", b"http"),
+            (b":authority", b"a"),
+            (b":path", path),
+        ]
+        conn.send_headers(sid, head, end_stream=not body)
+        if body:
+            conn.send_data(sid, body, end_stream=True)
+        replies[sid] = Reply()
+    writer.write(conn.data_to_send())
+    try:
+        async with asyncio.timeout(wait):
+            while not all(r.ended or r.reset is not None for r in replies.values()):
+                data = await reader.read(65536)
+                if not data:
+                    break
+                for event in conn.receive_data(data):
+                    reply = replies.get(getattr(event, "stream_id", 0) or 0)
+                    if isinstance(event, h2.events.ResponseReceived) and reply is not None:
+                        reply.status = dict(event.headers)[b":status"]
+                    elif isinstance(event, h2.events.DataReceived) and reply is not None:
+                        reply.body += event.data
+                        conn.acknowledge_received_data(
+                            event.flow_controlled_length, event.stream_id
+                        )
+                    elif isinstance(event, h2.events.StreamEnded) and reply is not None:
+                        reply.ended = True
+                    elif isinstance(event, h2.events.StreamReset) and reply is not None:
+                        reply.reset = event.error_code
+                writer.write(conn.data_to_send())
+    except TimeoutError:
+        pass
+    writer.close()
+    return list(replies.values())
+
+
+def pod_misbehaviour(live: LiveActivator, data: bytes) -> None:
+    src = ByteSource(data)
+    script, expect = pod_script(src)
+    requests = [
+        src.choice([(b"GET", b"/", b""), (b"POST", b"/echo", b"p" * src.choice([1, 5000]))])
+        for _ in range(src.integer(1, 3))
+    ]
+    pod = live.pod
+    assert isinstance(pod, ScriptedPod)
+    pod.arm(script)
+    replies = live.loop.run_until_complete(
+        _h2_requests(live.activator.listen_port, requests, 3.0 if expect == "all" else 0.05)
+    )
+    pod.disconnect()
+    live.loop.run_until_complete(live.settle())
+    live.check()
+    if expect == "all":  # GOAWAY(0): that connection is done; a new one is the good kind
+        for reply in replies:
+            assert (reply.status, reply.body, reply.ended) == (b"200", GOOD_BODY, True), (
+                f"a request the pod refused unprocessed (GOAWAY) was not replayed: {reply}"
+            )
+    elif expect == "first":  # the replay may go to the same connection, which then plays on
+        assert replies[0].reset != REFUSED_STREAM, "the pod's REFUSED_STREAM reached the client"
+
+
 # -- the pod side ----------------------------------------------------------------------------------
 
 GET = [(b":method", b"GET"), (b":scheme", b"http"), (b":authority", b"pod"), (b":path", b"/")]
@@ -369,7 +544,15 @@ def hpack_strict(data: bytes) -> None:
 LIVE_TARGETS: dict[str, Callable[[LiveActivator, bytes], None]] = {
     "ingress_h2": ingress_h2,
     "ingress_h1": ingress_h1,
+    "pod_misbehaviour": pod_misbehaviour,
 }
+
+
+def live_activator(target: str) -> LiveActivator:
+    """The live activator ``target`` runs against."""
+    return LiveActivator(ScriptedPod() if target == "pod_misbehaviour" else None)
+
+
 PLAIN_TARGETS: dict[str, Callable[[bytes], None]] = {"pod_h2": pod_h2, "hpack_strict": hpack_strict}
 
 __all__ = ["LIVE_TARGETS", "PLAIN_TARGETS"]

@@ -1,7 +1,7 @@
 """The fuzz targets (targets.py) as part of the suite: each replays its stored corpus (inputs the
 coverage-guided fuzzer kept for reaching new code, and every input that once failed), then inputs
 from a seeded generator, so a run is deterministic. The ingress targets use a live activator and
-demo pod on loopback, one for the module."""
+pod on loopback (a demo pod, or for pod_misbehaviour a scripted one), one per target."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ import pytest
 
 from tests.fuzz.corpus import stored
 from tests.fuzz.live import LiveActivator
-from tests.fuzz.targets import LIVE_TARGETS, PLAIN_TARGETS
+from tests.fuzz.targets import LIVE_TARGETS, PLAIN_TARGETS, live_activator
 
 # Generated inputs per target on top of the corpus: the live targets cost a few ms each.
 LIVE_GENERATED = 150
@@ -24,9 +24,9 @@ def generated(target: str, count: int) -> list[bytes]:
     return [rng.randbytes(rng.randint(0, 120)) for _ in range(count)]
 
 
-@pytest.fixture(scope="module")
-def live() -> Iterator[LiveActivator]:
-    activator = LiveActivator()
+@pytest.fixture
+def live(request: pytest.FixtureRequest) -> Iterator[LiveActivator]:
+    activator = live_activator(request.node.callspec.params["target"])
     yield activator
     activator.close()
 
