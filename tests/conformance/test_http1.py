@@ -244,21 +244,30 @@ async def test_rfc9112_9_3_2_pipelined_requests_are_answered_in_order(
     assert echo.body == b"ping"
 
 
+async def _get_then_post_head(
+    act: ActivatorUnderTest, fields: bytes = b""
+) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+    """A GET and, in the same write, the head of a pipelined POST /echo (with ``fields``) whose
+    4-byte body is not sent; returns once the GET is answered."""
+    reader, writer = await act.tcp()
+    writer.write(
+        b"GET / HTTP/1.1\r\nHost: a\r\n\r\n"
+        b"POST /echo HTTP/1.1\r\nHost: a\r\nContent-Length: 4\r\n" + fields + b"\r\n"
+    )
+    async with asyncio.timeout(TIMEOUT):
+        first = await _read_response(reader)
+    assert first is not None
+    assert (first.status, first.body) == (200, b"hello from a\n")
+    return reader, writer
+
+
 async def test_rfc9112_9_3_2_pipelined_body_sent_after_its_head_is_read(
     activator: ActivatorUnderTest,
 ) -> None:
     """A pipelined POST whose head came with the request before it and whose body comes in a later
     write: once its turn comes, its body is read and it is answered (not left waiting for a body
     the activator never reads)."""
-    reader, writer = await activator.tcp()
-    writer.write(
-        b"GET / HTTP/1.1\r\nHost: a\r\n\r\n"
-        b"POST /echo HTTP/1.1\r\nHost: a\r\nContent-Length: 4\r\nConnection: close\r\n\r\n"
-    )
-    async with asyncio.timeout(TIMEOUT):
-        first = await _read_response(reader)
-    assert first is not None
-    assert first.body == b"hello from a\n"
+    reader, writer = await _get_then_post_head(activator, b"Connection: close\r\n")
     writer.write(b"ping")
     responses = await _responses_until_close(reader)
     assert [(r.status, r.body) for r in responses] == [(200, b"ping")]
@@ -270,15 +279,7 @@ async def test_client_leaving_before_a_pipelined_body_leaves_nothing_in_flight(
     """The client sends a request and the head of a pipelined POST, then leaves without its body:
     the POST, dispatched once the first is answered, is cancelled and the connection closed, so no
     request stays in flight (the autoscaler would count it, and a pod's slot would stay taken)."""
-    reader, writer = await activator.tcp()
-    writer.write(
-        b"GET / HTTP/1.1\r\nHost: a\r\n\r\n"
-        b"POST /echo HTTP/1.1\r\nHost: a\r\nContent-Length: 4\r\n\r\n"
-    )
-    async with asyncio.timeout(TIMEOUT):
-        first = await _read_response(reader)
-    assert first is not None
-    assert first.status == 200
+    _reader, writer = await _get_then_post_head(activator)
     writer.close()
     await _nothing_in_flight(activator)
 
