@@ -692,6 +692,12 @@ class H1Upstream(asyncio.Protocol):
                 ex.on_upstream_lost(f"bad HTTP/1.1 response: {exc}")
         self.writes.write_now()
 
+    def on_message_begin(self) -> None:
+        if self.exchange is None:
+            # A response nobody asked for: read on, and part of it would be taken for the answer to
+            # the next request on this connection. The error closes the connection instead.
+            raise httptools.HttpParserError("a response while no request was in flight")
+
     def on_header(self, name: bytes, value: bytes) -> None:
         self._headers.append((name.lower(), value))
 

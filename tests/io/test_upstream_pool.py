@@ -4,7 +4,9 @@ timeouts. The activator runs in-process; pods are DemoPods; clients are httpx.""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
+import itertools
 import struct
 from collections.abc import AsyncIterator, Awaitable, Callable
 
@@ -365,3 +367,49 @@ async def test_a_stream_the_pod_began_to_answer_is_not_replayed_after_its_goaway
         assert activator.services["web"].replays_total == {}
     finally:
         await pod.stop()
+
+
+async def test_an_unsolicited_http11_response_never_reaches_the_next_request(
+    start_activator: Start,
+) -> None:
+    """An HTTP/1.1 pod answers the first request, then starts a second response nobody asked for
+    (its head now, its body later). The connection is closed on it, so the next request - another
+    client's, on a keep-alive connection - gets its own response, not the leftover one."""
+    connections = 0
+    writers: list[asyncio.StreamWriter] = []
+
+    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        nonlocal connections
+        connections += 1
+        writers.append(writer)
+        first_connection = connections == 1
+        with contextlib.suppress(ConnectionError, asyncio.IncompleteReadError):
+            for n in itertools.count(1):
+                await reader.readuntil(b"\r\n\r\n")
+                if first_connection and n == 1:
+                    writer.write(b"HTTP/1.1 200 OK\r\ncontent-length: 5\r\n\r\nfirst")
+                    writer.write(b"HTTP/1.1 200 OK\r\ncontent-length: 8\r\n\r\n")
+                else:
+                    if first_connection:
+                        writer.write(b"smuggled")  # the leftover's body, for whoever reads on
+                    writer.write(b"HTTP/1.1 200 OK\r\ncontent-length: 6\r\n\r\nsecond")
+                await writer.drain()
+        writer.close()
+
+    server = await asyncio.start_server(serve, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    try:
+        activator = await start_activator([f"127.0.0.1:{port}"], upstream="http1")
+        async with client(activator) as c:
+            first = await c.get("/")
+            await asyncio.sleep(0.1)  # the unsolicited head arrives on the idle connection
+            second = await c.get("/")
+        assert (first.status_code, first.content) == (200, b"first")
+        assert (second.status_code, second.content) == (200, b"second")
+    finally:
+        server.close()
+        for writer in writers:
+            writer.close()
+            with contextlib.suppress(ConnectionError):
+                await writer.wait_closed()
+        await server.wait_closed()
