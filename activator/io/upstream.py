@@ -719,6 +719,11 @@ class H1Upstream(asyncio.Protocol):
         self._headers = []
         if ex is not None:
             ex.on_response(headers, False)
+            if ex.method == b"HEAD":
+                # A HEAD response has no body, whatever its framing fields say (RFC 9110 §9.3.2),
+                # but llhttp cannot be told so through httptools and would wait for one: the
+                # response ends here, and the connection with it.
+                self._finish(ex, reuse=False)
 
     def on_body(self, body: bytes) -> None:
         ex = self.exchange
@@ -732,11 +737,14 @@ class H1Upstream(asyncio.Protocol):
 
     def on_message_complete(self) -> None:
         ex = self.exchange
-        if ex is None:
-            return
+        if ex is not None:
+            self._finish(ex, reuse=True)
+
+    def _finish(self, ex: Exchange, *, reuse: bool) -> None:
+        """The response to ``ex`` is complete: keep the connection for the next request, or not."""
         self.exchange = None
         ex.on_response_end()
-        if not ex.up_sent_end or not self.keep_alive or self.pool.retired:
+        if not reuse or not ex.up_sent_end or not self.keep_alive or self.pool.retired:
             self.close()
             self.pool.discard(self)
         else:

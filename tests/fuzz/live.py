@@ -33,8 +33,8 @@ class Trouble(logging.Handler):
 
 
 class LiveActivator:
-    """An activator (default config) in front of one h2c pod - a demo pod unless another is given -
-    running in its own loop until ``close``."""
+    """An activator (default config) in front of one pod - an h2c demo pod unless another is
+    given - running in its own loop until ``close``."""
 
     def __init__(self, pod: DemoPod | ScriptedPod | None = None) -> None:
         self.loop = asyncio.new_event_loop()
@@ -49,8 +49,9 @@ class LiveActivator:
     async def _start(self) -> Activator:
         await self.pod.start()
         self._stack.push_async_callback(self.pod.stop)
+        scheme = "http" if isinstance(self.pod, ScriptedPod) and self.pod.http1 else "h2c"
         config = config_from_upstreams(
-            [f"h2c://127.0.0.1:{self.pod.port}"], listen="127.0.0.1:0", admin="127.0.0.1:0"
+            [f"{scheme}://127.0.0.1:{self.pod.port}"], listen="127.0.0.1:0", admin="127.0.0.1:0"
         )
         activator = Activator(config, drain_timeout=1.0)
         await activator.start()
@@ -128,6 +129,8 @@ class LiveActivator:
                             f"{address}: {len(upstream.streams)} pod stream(s) open, "
                             f"{len(upstream.pending)} pending"
                         )
+                if pool.h1_busy:
+                    found.append(f"{address}: {len(pool.h1_busy)} HTTP/1.1 connection(s) busy")
                 if pool.waiting:
                     found.append(f"{address}: {len(pool.waiting)} waiting for a connection")
         return found

@@ -1,6 +1,7 @@
 """A pod for fuzzing the activator's upstream side: the first connection after ``arm`` plays a
-script of raw frames (some of them rule-breaking) at the activator; every other connection is a
-well-behaved HTTP/2 server (h2's state machine) answering each request 200 "ok"."""
+script of raw bytes (HTTP/2 frames, or HTTP/1.1 responses; some of them rule-breaking) at the
+activator; every other connection is a well-behaved server answering each request 200 "ok" (h2's
+state machine for HTTP/2)."""
 
 from __future__ import annotations
 
@@ -19,9 +20,9 @@ GOOD_BODY = b"ok"
 
 @dataclass
 class Script:
-    """What the scripted connection does: ``settings`` (its first frame, so the activator sends
-    requests at all), then, once the first request's HEADERS arrived, each step in order: bytes to
-    send, a pause (float seconds), or None to close the connection."""
+    """What the scripted connection does: ``settings`` (HTTP/2: its first frame, so the activator
+    sends requests at all), then, once the first request arrived (HEADERS, or a request head), each
+    step in order: bytes to send, a pause (float seconds), or None to close the connection."""
 
     settings: bytes
     steps: list[bytes | float | None] = field(default_factory=list)
@@ -38,15 +39,18 @@ class _Scripted(asyncio.Protocol):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
         self.pod.transports.add(transport)  # type: ignore[arg-type]
-        transport.write(self.script.settings)  # type: ignore[attr-defined]
+        if not self.pod.http1:
+            transport.write(self.script.settings)  # type: ignore[attr-defined]
 
     def data_received(self, data: bytes) -> None:
         self.received += data
-        if not self.started and self._saw_headers():
+        if not self.started and self._saw_request():
             self.started = True
             self.pod.tasks.add(asyncio.ensure_future(self._play()))
 
-    def _saw_headers(self) -> bool:
+    def _saw_request(self) -> bool:
+        if self.pod.http1:
+            return b"\r\n\r\n" in self.received
         pos = len(PREFACE)
         data = self.received
         while len(data) - pos >= 9:
@@ -111,10 +115,37 @@ class _Good(asyncio.Protocol):
         self.transport = None
 
 
-class ScriptedPod:
-    """Started and stopped like a DemoPod; ``arm`` sets the next connection's script."""
+class _GoodHttp1(asyncio.Protocol):
+    """Answers every request head 200 "ok" (a HEAD without the body), keep-alive (request bodies
+    here hold no blank line)."""
 
-    def __init__(self) -> None:
+    def __init__(self, pod: ScriptedPod) -> None:
+        self.pod = pod
+        self.transport: asyncio.Transport | None = None
+        self.received = b""
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+        self.pod.transports.add(transport)  # type: ignore[arg-type]
+
+    def data_received(self, data: bytes) -> None:
+        self.received += data
+        while b"\r\n\r\n" in self.received and self.transport is not None:
+            head, _, self.received = self.received.partition(b"\r\n\r\n")
+            body = b"" if head.startswith(b"HEAD ") else GOOD_BODY
+            self.transport.write(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\n" + body)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.pod.transports.discard(self.transport)  # type: ignore[arg-type]
+        self.transport = None
+
+
+class ScriptedPod:
+    """Started and stopped like a DemoPod; ``arm`` sets the next connection's script. ``http1``:
+    an HTTP/1.1 pod (the script's ``settings`` are not sent)."""
+
+    def __init__(self, *, http1: bool = False) -> None:
+        self.http1 = http1
         self.port = 0
         self.transports: set[asyncio.Transport] = set()
         self.tasks: set[asyncio.Future[None]] = set()
@@ -146,4 +177,6 @@ class ScriptedPod:
 
     def _accept(self) -> asyncio.Protocol:
         script, self._script = self._script, None
-        return _Good(self) if script is None else _Scripted(self, script)
+        if script is not None:
+            return _Scripted(self, script)
+        return _GoodHttp1(self) if self.http1 else _Good(self)

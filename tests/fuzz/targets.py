@@ -13,6 +13,10 @@ raises AssertionError when the activator gets it wrong.
   move that could concern a request is GOAWAY(last_stream_id=0), the pod provably processed
   nothing, so every request must be replayed on a new connection and answered there; when it is
   REFUSED_STREAM on stream 1, the client must never see that refusal.
+- ``pod_misbehaviour_h1``: the same with an HTTP/1.1 pod whose first connection plays raw
+  response bytes (status lines, conflicting framing, chunked bodies good and bad, 1xx, a 204
+  with a body, responses nobody asked for, a close). h2's client is the check on the replies: a
+  body before its headers, or one longer than its content-length, fails the input.
 - ``pod_h2``: the lean HTTP/2 client toward pods, sans-I/O, given arbitrary frames from a "pod":
   the only error is PodConnectionError, after which nothing more is read; events name only streams
   we opened; and every DATA frame's flow-controlled bytes come back as connection credit, so a
@@ -429,6 +433,60 @@ def pod_misbehaviour(live: LiveActivator, data: bytes) -> None:
         assert replies[0].reset != REFUSED_STREAM, "the pod's REFUSED_STREAM reached the client"
 
 
+# -- a misbehaving HTTP/1.1 pod ----------------------------------------------------------------------
+
+H1_STATUS_LINES = [
+    b"HTTP/1.1 200 OK", b"HTTP/1.1 204 No Content", b"HTTP/1.1 304 Not Modified",
+    b"HTTP/1.1 100 Continue", b"HTTP/1.0 200 OK", b"HTTP/1.1 503 Busy", b"HTTP/1.1 99 X",
+    b"HTTP/2.0 200 OK", b"garbage",
+]  # fmt: skip
+H1_POD_FIELDS = [
+    b"content-length: 0", b"content-length: 2", b"content-length: 5", b"content-length: x",
+    b"content-length: 2, 3", b"transfer-encoding: chunked", b"transfer-encoding: gzip",
+    b"connection: close", b"connection: keep-alive", b"x-a: b", b"bad line", b"x-a: \x00",
+    b"trailer: x-t", b"set-cookie: a=b",
+]  # fmt: skip
+H1_POD_BODIES = [
+    b"", b"ok", b"hello", b"2\r\nok\r\n0\r\n\r\n", b"2\r\nok\r\n0\r\nx-t: 1\r\n\r\n",
+    b"zz\r\n", b"2\r\nok", b"ffffffffffffffffff\r\n", b"d" * 20000,
+]  # fmt: skip
+
+
+def h1_pod_script(src: ByteSource) -> Script:
+    steps: list[bytes | float | None] = []
+    for _ in range(src.integer(0, 6)):
+        kind = src.integer(0, 9)
+        if kind <= 5:  # a response (or what passes for one)
+            fields = [src.choice(H1_POD_FIELDS) for _ in range(src.integer(0, 3))]
+            head = b"\r\n".join([src.choice(H1_STATUS_LINES), *fields]) + b"\r\n\r\n"
+            steps.append(head + src.choice(H1_POD_BODIES))
+        elif kind == 6:
+            steps.append(src.blob(40))
+        elif kind == 7:
+            steps.append(src.choice([0.005, 0.02]))
+        elif kind == 8:
+            steps.append(src.choice(H1_POD_BODIES))
+        else:
+            steps.append(None)
+    return Script(b"", steps)
+
+
+def pod_misbehaviour_h1(live: LiveActivator, data: bytes) -> None:
+    src = ByteSource(data)
+    script = h1_pod_script(src)
+    requests = [
+        src.choice([(b"GET", b"/", b""), (b"HEAD", b"/", b""), (b"POST", b"/echo", b"p" * 5)])
+        for _ in range(src.integer(1, 3))
+    ]
+    pod = live.pod
+    assert isinstance(pod, ScriptedPod)
+    pod.arm(script)
+    live.loop.run_until_complete(_h2_requests(live.activator.listen_port, requests, 0.05))
+    pod.disconnect()
+    live.loop.run_until_complete(live.settle())
+    live.check()
+
+
 # -- the pod side ----------------------------------------------------------------------------------
 
 GET = [(b":method", b"GET"), (b":scheme", b"http"), (b":authority", b"pod"), (b":path", b"/")]
@@ -545,12 +603,17 @@ LIVE_TARGETS: dict[str, Callable[[LiveActivator, bytes], None]] = {
     "ingress_h2": ingress_h2,
     "ingress_h1": ingress_h1,
     "pod_misbehaviour": pod_misbehaviour,
+    "pod_misbehaviour_h1": pod_misbehaviour_h1,
 }
 
 
 def live_activator(target: str) -> LiveActivator:
     """The live activator ``target`` runs against."""
-    return LiveActivator(ScriptedPod() if target == "pod_misbehaviour" else None)
+    if target == "pod_misbehaviour":
+        return LiveActivator(ScriptedPod())
+    if target == "pod_misbehaviour_h1":
+        return LiveActivator(ScriptedPod(http1=True))
+    return LiveActivator()
 
 
 PLAIN_TARGETS: dict[str, Callable[[bytes], None]] = {"pod_h2": pod_h2, "hpack_strict": hpack_strict}

@@ -413,3 +413,41 @@ async def test_an_unsolicited_http11_response_never_reaches_the_next_request(
             with contextlib.suppress(ConnectionError):
                 await writer.wait_closed()
         await server.wait_closed()
+
+
+@pytest.mark.parametrize("framing", [b"content-length: 2", b"transfer-encoding: chunked"])
+async def test_head_through_an_http11_pod_ends_at_the_response_head(
+    start_activator: Start, framing: bytes
+) -> None:
+    """A HEAD response carries the framing a GET's would (content-length, or chunked) and no body
+    (RFC 9110 §9.3.2). The activator ends it at its head instead of waiting for a body that never
+    comes, and the requests after it are served."""
+    writers: list[asyncio.StreamWriter] = []
+
+    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        writers.append(writer)
+        with contextlib.suppress(ConnectionError, asyncio.IncompleteReadError):
+            while True:
+                head = await reader.readuntil(b"\r\n\r\n")
+                if head.startswith(b"HEAD "):
+                    writer.write(b"HTTP/1.1 200 OK\r\n" + framing + b"\r\n\r\n")
+                else:
+                    writer.write(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok")
+
+    server = await asyncio.start_server(serve, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    try:
+        activator = await start_activator([f"127.0.0.1:{port}"], upstream="http1")
+        async with client(activator) as c:
+            async with asyncio.timeout(5):
+                for method in ("HEAD", "GET", "HEAD", "GET"):
+                    response = await c.request(method, "/")
+                    body = b"" if method == "HEAD" else b"ok"
+                    assert (response.status_code, response.content) == (200, body), method
+    finally:
+        server.close()
+        for writer in writers:
+            writer.close()
+            with contextlib.suppress(ConnectionError):
+                await writer.wait_closed()
+        await server.wait_closed()
