@@ -576,6 +576,7 @@ class H1Upstream(asyncio.Protocol):
         self._paused = False
         self._unacked = 0
         self._close_delimited = False
+        self._interim = False  # the message being parsed is a 1xx
         self._idle_ticks = 0  # sweeps since it joined the pool's idle list (see core.sweep)
 
     @property
@@ -706,6 +707,7 @@ class H1Upstream(asyncio.Protocol):
         status = self.parser.get_status_code()
         if status < 200:
             self._headers = []
+            self._interim = True  # its message's end is not the response's
             return
         self.keep_alive = self.parser.should_keep_alive()
         framed = any(n in (b"content-length", b"transfer-encoding") for n, _ in self._headers)
@@ -736,6 +738,9 @@ class H1Upstream(asyncio.Protocol):
         ex.on_response_data(body, len(body), False)
 
     def on_message_complete(self) -> None:
+        if self._interim:  # a 1xx (100 Continue, 103 Early Hints): the response is still to come
+            self._interim = False
+            return
         ex = self.exchange
         if ex is not None:
             self._finish(ex, reuse=True)

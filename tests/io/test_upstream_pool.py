@@ -369,85 +369,105 @@ async def test_a_stream_the_pod_began_to_answer_is_not_replayed_after_its_goaway
         await pod.stop()
 
 
+Answer = Callable[[bytes, int, int], bytes]
+
+
+@pytest.fixture
+async def raw_http11_pod() -> AsyncIterator[Callable[[Answer], Awaitable[int]]]:
+    """Starts an HTTP/1.1 pod written byte by byte: for each request head it writes
+    ``answer(head, connection number, request number on that connection)``. Returns its port."""
+    servers: list[asyncio.Server] = []
+    writers: list[asyncio.StreamWriter] = []
+
+    async def start(answer: Answer) -> int:
+        connections = 0
+
+        async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            nonlocal connections
+            connections += 1
+            connection = connections
+            writers.append(writer)
+            with contextlib.suppress(ConnectionError, asyncio.IncompleteReadError):
+                for n in itertools.count(1):
+                    writer.write(answer(await reader.readuntil(b"\r\n\r\n"), connection, n))
+
+        server = await asyncio.start_server(serve, "127.0.0.1", 0)
+        servers.append(server)
+        return int(server.sockets[0].getsockname()[1])
+
+    yield start
+    for server in servers:
+        server.close()
+    for writer in writers:
+        writer.close()
+        with contextlib.suppress(ConnectionError):
+            await writer.wait_closed()
+    for server in servers:
+        await server.wait_closed()
+
+
 async def test_an_unsolicited_http11_response_never_reaches_the_next_request(
-    start_activator: Start,
+    start_activator: Start, raw_http11_pod: Callable[[Answer], Awaitable[int]]
 ) -> None:
     """An HTTP/1.1 pod answers the first request, then starts a second response nobody asked for
     (its head now, its body later). The connection is closed on it, so the next request - another
     client's, on a keep-alive connection - gets its own response, not the leftover one."""
-    connections = 0
-    writers: list[asyncio.StreamWriter] = []
 
-    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        nonlocal connections
-        connections += 1
-        writers.append(writer)
-        first_connection = connections == 1
-        with contextlib.suppress(ConnectionError, asyncio.IncompleteReadError):
-            for n in itertools.count(1):
-                await reader.readuntil(b"\r\n\r\n")
-                if first_connection and n == 1:
-                    writer.write(b"HTTP/1.1 200 OK\r\ncontent-length: 5\r\n\r\nfirst")
-                    writer.write(b"HTTP/1.1 200 OK\r\ncontent-length: 8\r\n\r\n")
-                else:
-                    if first_connection:
-                        writer.write(b"smuggled")  # the leftover's body, for whoever reads on
-                    writer.write(b"HTTP/1.1 200 OK\r\ncontent-length: 6\r\n\r\nsecond")
-                await writer.drain()
-        writer.close()
+    def answer(head: bytes, connection: int, n: int) -> bytes:
+        if (connection, n) == (1, 1):
+            first = b"HTTP/1.1 200 OK\r\ncontent-length: 5\r\n\r\nfirst"
+            return first + b"HTTP/1.1 200 OK\r\ncontent-length: 8\r\n\r\n"  # and no body yet
+        leftover = b"smuggled" if connection == 1 else b""  # for whoever reads on
+        return leftover + b"HTTP/1.1 200 OK\r\ncontent-length: 6\r\n\r\nsecond"
 
-    server = await asyncio.start_server(serve, "127.0.0.1", 0)
-    port = server.sockets[0].getsockname()[1]
-    try:
-        activator = await start_activator([f"127.0.0.1:{port}"], upstream="http1")
-        async with client(activator) as c:
-            first = await c.get("/")
-            await asyncio.sleep(0.1)  # the unsolicited head arrives on the idle connection
-            second = await c.get("/")
-        assert (first.status_code, first.content) == (200, b"first")
-        assert (second.status_code, second.content) == (200, b"second")
-    finally:
-        server.close()
-        for writer in writers:
-            writer.close()
-            with contextlib.suppress(ConnectionError):
-                await writer.wait_closed()
-        await server.wait_closed()
+    port = await raw_http11_pod(answer)
+    activator = await start_activator([f"127.0.0.1:{port}"], upstream="http1")
+    async with client(activator) as c:
+        first = await c.get("/")
+        await asyncio.sleep(0.1)  # the unsolicited head arrives on the idle connection
+        second = await c.get("/")
+    assert (first.status_code, first.content) == (200, b"first")
+    assert (second.status_code, second.content) == (200, b"second")
 
 
 @pytest.mark.parametrize("framing", [b"content-length: 2", b"transfer-encoding: chunked"])
 async def test_head_through_an_http11_pod_ends_at_the_response_head(
-    start_activator: Start, framing: bytes
+    start_activator: Start, raw_http11_pod: Callable[[Answer], Awaitable[int]], framing: bytes
 ) -> None:
     """A HEAD response carries the framing a GET's would (content-length, or chunked) and no body
     (RFC 9110 §9.3.2). The activator ends it at its head instead of waiting for a body that never
     comes, and the requests after it are served."""
-    writers: list[asyncio.StreamWriter] = []
 
-    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        writers.append(writer)
-        with contextlib.suppress(ConnectionError, asyncio.IncompleteReadError):
-            while True:
-                head = await reader.readuntil(b"\r\n\r\n")
-                if head.startswith(b"HEAD "):
-                    writer.write(b"HTTP/1.1 200 OK\r\n" + framing + b"\r\n\r\n")
-                else:
-                    writer.write(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok")
+    def answer(head: bytes, connection: int, n: int) -> bytes:
+        if head.startswith(b"HEAD "):
+            return b"HTTP/1.1 200 OK\r\n" + framing + b"\r\n\r\n"
+        return b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok"
 
-    server = await asyncio.start_server(serve, "127.0.0.1", 0)
-    port = server.sockets[0].getsockname()[1]
-    try:
-        activator = await start_activator([f"127.0.0.1:{port}"], upstream="http1")
-        async with client(activator) as c:
-            async with asyncio.timeout(5):
-                for method in ("HEAD", "GET", "HEAD", "GET"):
-                    response = await c.request(method, "/")
-                    body = b"" if method == "HEAD" else b"ok"
-                    assert (response.status_code, response.content) == (200, body), method
-    finally:
-        server.close()
-        for writer in writers:
-            writer.close()
-            with contextlib.suppress(ConnectionError):
-                await writer.wait_closed()
-        await server.wait_closed()
+    port = await raw_http11_pod(answer)
+    activator = await start_activator([f"127.0.0.1:{port}"], upstream="http1")
+    async with client(activator) as c, asyncio.timeout(5):
+        for method in ("HEAD", "GET", "HEAD", "GET"):
+            response = await c.request(method, "/")
+            body = b"" if method == "HEAD" else b"ok"
+            assert (response.status_code, response.content) == (200, body), method
+
+
+async def test_an_interim_http11_response_does_not_end_the_exchange(
+    start_activator: Start, raw_http11_pod: Callable[[Answer], Awaitable[int]]
+) -> None:
+    """An HTTP/1.1 pod sends 103 Early Hints, then 100 Continue, then its response. Each 1xx is a
+    message of its own to the parser; the response is the one after them (RFC 9110 §15.2)."""
+
+    def answer(head: bytes, connection: int, n: int) -> bytes:
+        return (
+            b"HTTP/1.1 103 Early Hints\r\nlink: </a.css>; rel=preload\r\n\r\n"
+            b"HTTP/1.1 100 Continue\r\n\r\n"
+            b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok"
+        )
+
+    port = await raw_http11_pod(answer)
+    activator = await start_activator([f"127.0.0.1:{port}"], upstream="http1")
+    async with client(activator) as c, asyncio.timeout(5):
+        for _ in range(2):
+            response = await c.get("/")
+            assert (response.status_code, response.content) == (200, b"ok")
