@@ -427,7 +427,8 @@ class H2Ingress(H2Endpoint):
                 f"no service is configured for host {authority.decode('latin-1')!r}"
             )
         if error is not None or service is None:
-            self._respond_error_stream(stream_id, error or UnknownHost("no service"), grpc, ended)
+            error = error or UnknownHost("no service")
+            self._respond_error_stream(stream_id, error, grpc, ended, method == b"HEAD")
             return
         forwarded = forward_request(
             headers, client_ip=owner.client_ip, scheme=scheme or owner.scheme, authority=authority
@@ -437,7 +438,7 @@ class H2Ingress(H2Endpoint):
         service.dispatch(ex)
 
     def _respond_error_stream(
-        self, stream_id: int, error: ActivatorError, grpc: bool, request_ended: bool
+        self, stream_id: int, error: ActivatorError, grpc: bool, request_ended: bool, head: bool
     ) -> None:
         headers, body = error_response(
             error.status,
@@ -445,6 +446,8 @@ class H2Ingress(H2Endpoint):
             grpc_status=error.grpc_status if grpc else None,
             retry_after=error.retry_after,
         )
+        if head:  # RFC 9110 §9.3.2: the fields a GET would get, never a body
+            body = b""
         conn = self.conn
         try:
             conn.send_headers(stream_id, headers, end_stream=not body)
@@ -497,7 +500,9 @@ class H2Ingress(H2Endpoint):
         self._check_close()
 
     def respond_error(self, ex: Exchange, error: ActivatorError) -> None:
-        self._respond_error_stream(ex.client_stream, error, ex.grpc, ex.request_ended)
+        self._respond_error_stream(
+            ex.client_stream, error, ex.grpc, ex.request_ended, ex.method == b"HEAD"
+        )
         self.exchanges.pop(ex.client_stream, None)
         self.schedule_flush()
         self._check_close()
@@ -604,13 +609,14 @@ class H1Ingress:
         self.parser = httptools.HttpRequestParser(self)
         self.current: Exchange | None = None
         # Pipelined requests parsed while another is in flight, answered in order (RFC 9112 §9.3.2):
-        # (exchange - or the error it gets instead, keep-alive, TE: trailers, gRPC).
+        # (exchange - or the error it gets instead, keep-alive, TE: trailers for an exchange or
+        # HEAD for an error, gRPC).
         self.waiting: deque[tuple[Exchange | ActivatorError, bool, bool, bool]] = deque()
         # A request that asked for an Upgrade we decline but carries a body: llhttp stops at its
         # headers, so the body is read by a fresh parser given this framing (see _on_upgrade).
         self._declined_body: bytes | None = None
         self._body_only = False
-        self._pending_error: tuple[ActivatorError, bool, bool] | None = None
+        self._pending_error: tuple[ActivatorError, bool, bool, bool] | None = None
         # A request refused (see _reject): what it is answered, and whether it happened.
         self._refusal: ClientError | None = None
         self._rejected = False
@@ -763,7 +769,8 @@ class H1Ingress:
         if ex is None or error is not None:
             # Answer in order once earlier pipelined requests are done; keep reading the body.
             self._building = None
-            self._pending_error = (error or UnknownHost("no service"), grpc, keep_alive)
+            head = method == b"HEAD"
+            self._pending_error = (error or UnknownHost("no service"), grpc, keep_alive, head)
             return
         self._pending_error = None
         self._building = ex
@@ -798,11 +805,11 @@ class H1Ingress:
         pending = self._pending_error
         if pending is not None:
             self._pending_error = None
-            error, grpc, keep_alive = pending
+            error, grpc, keep_alive, head = pending
             if self.current is None and not self.waiting:
-                self._write_error(error, grpc, keep_alive)
+                self._write_error(error, grpc, keep_alive, head=head)
             else:
-                self.waiting.append((error, keep_alive, False, grpc))
+                self.waiting.append((error, keep_alive, head, grpc))
                 self._pause_reading()
 
     # -- responses ---------------------------------------------------------------------------------
@@ -885,7 +892,7 @@ class H1Ingress:
     def respond_error(self, ex: Exchange, error: ActivatorError) -> None:
         if ex is not self.current:
             return
-        self._write_error(error, ex.grpc, self._keep_alive, ex)
+        self._write_error(error, ex.grpc, self._keep_alive, ex, head=self._head)
 
     def ack_request(self, ex: Exchange, nbytes: int) -> None:
         self._unacked -= nbytes
@@ -893,7 +900,13 @@ class H1Ingress:
             self._resume_reading()
 
     def _write_error(
-        self, error: ActivatorError, grpc: bool, keep_alive: bool, ex: Exchange | None = None
+        self,
+        error: ActivatorError,
+        grpc: bool,
+        keep_alive: bool,
+        ex: Exchange | None = None,
+        *,
+        head: bool = False,
     ) -> None:
         headers, body = error_response(
             error.status,
@@ -901,6 +914,8 @@ class H1Ingress:
             grpc_status=error.grpc_status if grpc else None,
             retry_after=error.retry_after,
         )
+        if head:  # RFC 9110 §9.3.2: the fields a GET would get, never a body
+            body = b""
         if grpc:
             # A gRPC client on HTTP/1.1 cannot decode trailers-only; still send the status headers.
             headers.append((b"content-length", b"0"))
@@ -928,11 +943,11 @@ class H1Ingress:
             self._close()
             return
         while self.waiting and not self.closing:
-            nxt, keep_alive, te_trailers, grpc = self.waiting.popleft()
+            nxt, keep_alive, te_trailers_or_head, grpc = self.waiting.popleft()
             if isinstance(nxt, ActivatorError):
-                self._write_error(nxt, grpc, keep_alive)
+                self._write_error(nxt, grpc, keep_alive, head=te_trailers_or_head)
             elif not nxt.done:
-                self._begin(nxt, keep_alive, te_trailers)
+                self._begin(nxt, keep_alive, te_trailers_or_head)
                 # Its body may still be on the wire (only its head was read): read on, unless more
                 # requests wait or its upload is ahead of the pod (ack_request resumes then).
                 if self._unacked >= self.READ_HIGH_WATER // 2 or self.waiting:

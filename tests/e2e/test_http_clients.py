@@ -543,6 +543,37 @@ def test_http11_pipelined_unknown_host_answered_in_order(
         assert len(responses[2].body) == 3
 
 
+def test_http11_head_to_an_unknown_host_gets_a_404_without_a_body(
+    routed: tuple[ActivatorProcess, Any],
+) -> None:
+    """The activator's own error answer to a HEAD has the fields a GET's would, and no body (RFC
+    9110 §9.3.2): on a keep-alive connection a body would be read as the next response."""
+    activator, _pods = routed
+    sock, reader = http1_connection(activator.port)
+    with sock, reader:
+        sock.sendall(
+            b"HEAD / HTTP/1.1\r\nHost: unknown.test\r\n\r\n"
+            b"GET / HTTP/1.1\r\nHost: alpha.test\r\n\r\n"
+        )
+        first = read_http1_response(reader, method="HEAD")
+        second = read_http1_response(reader)
+    assert (first.status, first.body) == (404, b"")
+    assert first.header("content-length") is not None
+    assert (second.status, second.body) == (200, b"hello from alpha-pod\n")
+
+
+def test_h2_head_to_an_unknown_host_gets_a_404_without_a_body(
+    routed: tuple[ActivatorProcess, Any],
+) -> None:
+    """The same over HTTP/2, where DATA on a HEAD's response breaks the client's connection."""
+    activator, _pods = routed
+    with httpx.Client(http1=False, http2=True, timeout=10) as c:
+        head = c.head(f"http://127.0.0.1:{activator.port}/", headers={"host": "unknown.test"})
+        get = c.get(f"http://127.0.0.1:{activator.port}/", headers={"host": "alpha.test"})
+    assert (head.status_code, head.content) == (404, b"")
+    assert (get.status_code, get.content) == (200, b"hello from alpha-pod\n")
+
+
 def test_http11_client_leaving_with_pipelined_requests_waiting(
     demo_pods: Any, activator_proc: Any
 ) -> None:

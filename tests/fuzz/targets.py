@@ -36,6 +36,7 @@ from dataclasses import dataclass
 import h2.config
 import h2.connection
 import h2.events
+import h2.exceptions
 import hpack
 import httptools
 
@@ -388,7 +389,11 @@ async def _h2_requests(
                 data = await reader.read(65536)
                 if not data:
                     break
-                for event in conn.receive_data(data):
+                try:
+                    events = conn.receive_data(data)
+                except h2.exceptions.ProtocolError as exc:
+                    raise AssertionError(f"the reply broke HTTP/2 for the client: {exc!r}") from exc
+                for event in events:
                     reply = replies.get(getattr(event, "stream_id", 0) or 0)
                     if isinstance(event, h2.events.ResponseReceived) and reply is not None:
                         reply.status = dict(event.headers)[b":status"]
@@ -404,7 +409,8 @@ async def _h2_requests(
                 writer.write(conn.data_to_send())
     except TimeoutError:
         pass
-    writer.close()
+    finally:
+        writer.close()
     return list(replies.values())
 
 
