@@ -114,8 +114,16 @@ def response_block(
             out.append((name, value))
     if not trailers and not status:
         return "no :status"
+    if status == 204 and length >= 0:
+        out = without_content_length(out)
     # Fields named by a Connection header need no dropping: Connection itself is malformed here.
     return out, status, length
+
+
+def without_content_length(fields: HeaderList) -> HeaderList:
+    """A 204's fields without the Content-Length it must not have (RFC 9110 §8.6): passed on, it
+    makes strict clients (h2's among them) wait for content a 204 never has."""
+    return [field for field in fields if field[0] != b"content-length"]
 
 
 _REQUEST_PSEUDO = frozenset({b":method", b":scheme", b":authority", b":path"})

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, cast
 import httptools
 
 from activator.config import parse_hostport
-from activator.core.headers import HeaderList, forward_response
+from activator.core.headers import HeaderList, forward_response, without_content_length
 from activator.core.pool_policy import ASSUMED_MAX_STREAMS, PoolAction, choose_connection
 from activator.core.retry import ReplayReason
 from activator.core.sweep import seen_for
@@ -717,7 +717,8 @@ class H1Upstream(asyncio.Protocol):
             and (self.exchange is None or self.exchange.method != b"HEAD")
         )
         headers: HeaderList = [(b":status", str(status).encode())]
-        headers.extend(forward_response(self._headers))
+        fields = forward_response(self._headers)
+        headers.extend(without_content_length(fields) if status == 204 else fields)
         self._headers = []
         if ex is not None:
             ex.on_response(headers, False)

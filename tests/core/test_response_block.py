@@ -55,6 +55,19 @@ def test_repeated_equal_content_length_is_accepted() -> None:
     assert ok(fields) == (fields, 200, 5)
 
 
+@pytest.mark.parametrize("value", [b"0", b"2"])
+def test_a_204_loses_its_content_length(value: bytes) -> None:
+    """RFC 9110 §8.6: a 204 must not have one; passed on, strict clients wait for content."""
+    fields = [(b":status", b"204"), (b"content-length", value), (b"x-a", b"1")]
+    assert ok(fields) == ([(b":status", b"204"), (b"x-a", b"1")], 204, int(value))
+
+
+def test_a_304_keeps_its_content_length() -> None:
+    """RFC 9110 §8.6: a 304's may describe the content a 200 would have had."""
+    fields = [(b":status", b"304"), (b"content-length", b"20")]
+    assert ok(fields) == (fields, 304, 20)
+
+
 @pytest.mark.parametrize("name", [b"proxy-authenticate", b"proxy-authorization", b"http2-settings"])
 def test_hop_by_hop_fields_are_dropped(name: bytes) -> None:
     fields = [

@@ -471,3 +471,20 @@ async def test_an_interim_http11_response_does_not_end_the_exchange(
         for _ in range(2):
             response = await c.get("/")
             assert (response.status_code, response.content) == (200, b"ok")
+
+
+async def test_an_http11_pods_204_loses_its_content_length(
+    start_activator: Start, raw_http11_pod: Callable[[Answer], Awaitable[int]]
+) -> None:
+    """An HTTP/1.1 pod's 204 carries a Content-Length it must not have (RFC 9110 §8.6). It is not
+    passed on: an HTTP/2 client would wait for the content and fail the stream."""
+
+    def answer(head: bytes, connection: int, n: int) -> bytes:
+        return b"HTTP/1.1 204 No Content\r\ncontent-length: 2\r\n\r\n"
+
+    port = await raw_http11_pod(answer)
+    activator = await start_activator([f"127.0.0.1:{port}"], upstream="http1")
+    async with client(activator) as c, asyncio.timeout(5):
+        response = await c.get("/")
+    assert (response.status_code, response.content) == (204, b"")
+    assert "content-length" not in response.headers
