@@ -620,7 +620,6 @@ class H1Ingress:
         # A request refused (see _reject): what it is answered, and whether it happened.
         self._refusal: ClientError | None = None
         self._rejected = False
-        self._responding = False  # the current request's response head is written
         self.closing = False
         self._url = b""
         self._headers: HeaderList = []
@@ -816,7 +815,6 @@ class H1Ingress:
 
     def _begin(self, ex: Exchange, keep_alive: bool, te_trailers: bool) -> None:
         self.current = ex
-        self._responding = False
         self._keep_alive = keep_alive and not self.closing
         self._te_trailers = te_trailers
         self._head = ex.method == b"HEAD"
@@ -845,7 +843,6 @@ class H1Ingress:
             lines.append(b"transfer-encoding: chunked\r\n")
         if not self._keep_alive:
             lines.append(b"connection: close\r\n")
-        self._responding = True
         self._write(_status_line(status) + b"".join(lines) + b"\r\n")
         if end_stream:
             self._response_done(ex)
@@ -971,7 +968,7 @@ class H1Ingress:
         if ex is not None and ex is self.current:
             self.current = None
             ex.on_client_reset()
-            if self._responding:
+            if ex.response_started:  # its head is written: only a cut says the rest is lost
                 self._blocked.clear()
                 if self.owner.transport is not None:
                     self.owner.transport.abort()

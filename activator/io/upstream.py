@@ -711,11 +711,8 @@ class H1Upstream(asyncio.Protocol):
             return
         self.keep_alive = self.parser.should_keep_alive()
         framed = any(n in (b"content-length", b"transfer-encoding") for n, _ in self._headers)
-        self._close_delimited = (
-            not framed
-            and status not in (204, 304)
-            and (self.exchange is None or self.exchange.method != b"HEAD")
-        )
+        # (A HEAD's response ends at its head, below: the close never delimits one.)
+        self._close_delimited = not framed and status not in (204, 304)
         headers: HeaderList = [(b":status", str(status).encode())]
         fields = forward_response(self._headers)
         headers.extend(without_content_length(fields) if status == 204 else fields)
