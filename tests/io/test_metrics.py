@@ -420,12 +420,14 @@ async def test_client_connections_open_and_closed_by_reason() -> None:
             final = await scrape_until(
                 client,
                 act,
+                # Counted when closed; the gauge drops at connection_lost, a loop turn later.
                 lambda s: (
                     s.value("activator_client_connections_closed_total", reason="idle") > 0
                     and s.value(
                         "activator_client_connections_closed_total", reason="header_timeout"
                     )
                     > 0
+                    and s.value("activator_client_connections") == 0
                 ),
             )
         for reader, writer in (silent, quiet, broken):
