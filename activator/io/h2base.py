@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import importlib
+import sys
 import weakref
 from collections import deque
 from typing import TYPE_CHECKING, Any, Protocol, cast
@@ -32,21 +33,98 @@ _PRUNE_EVERY = 32
 
 
 _FrameBufferBase: Any = importlib.import_module(h2.__name__ + ".frame_buffer").FrameBuffer
+# jh2 consumes its buffer by moving an offset; h2 deletes the bytes read from the front.
+_OFFSET_LAYOUT = "_data_offset" in vars(_FrameBufferBase(server=False))
 _STREAM_INPUTS: Any = importlib.import_module(h2.__name__ + ".stream").StreamInputs
 _STREAM_SEND_HEADERS = _STREAM_INPUTS.SEND_HEADERS
 _STREAM_SEND_END_STREAM = _STREAM_INPUTS.SEND_END_STREAM
 _STREAM_SEND_DATA = _STREAM_INPUTS.SEND_DATA
 _CONNECTION_SEND_HEADERS = h2.connection.ConnectionInputs.SEND_HEADERS
 _CONNECTION_SEND_DATA = h2.connection.ConnectionInputs.SEND_DATA
+_CONNECTION_RECV_HEADERS = h2.connection.ConnectionInputs.RECV_HEADERS
+_STREAM_RECV_HEADERS = _STREAM_INPUTS.RECV_HEADERS
+_STREAM_RECV_END_STREAM = _STREAM_INPUTS.RECV_END_STREAM
+_CLIENT_STREAM_IDS = h2.connection.AllowedStreamIDs.ODD
 # jh2's encoder takes (name, value, sensitive) triples; h2's (hpack) takes the fields as they are.
 _TRIPLES = bool(getattr(h2.connection, "ALTERNATIVE_HPACK", False))
 
 
+_frame_module: Any = sys.modules[_FrameBufferBase.__module__]
+_HeadersFrame: Any = _frame_module.HeadersFrame
+_DataFrame: Any = importlib.import_module(_HeadersFrame.__module__).DataFrame
+_Flags: Any = type(_HeadersFrame(1).flags)
+_HEADERS_FLAG_NAMES = frozenset(flag.name for flag in _HeadersFrame.defined_flags)
+_DATA_FLAG_NAMES = frozenset(flag.name for flag in _DataFrame.defined_flags)
+# Flag bytes of the frames read on the fast path, and the flag sets they stand for.
+_FAST_HEADERS_FLAGS = {0x04: ("END_HEADERS",), 0x05: ("END_HEADERS", "END_STREAM")}
+_FAST_DATA_FLAGS = {0x00: (), 0x01: ("END_STREAM",)}
+
+
+def _flags(valid: frozenset[str], names: tuple[str, ...]) -> Any:
+    flags = _Flags.__new__(_Flags)
+    flags._valid_flags = valid  # only read (by ``add``): one shared set serves every frame
+    flags._flags = set(names)
+    return flags
+
+
 class _FrameBuffer(_FrameBufferBase):  # type: ignore[misc]
-    """h2's frame reader, except that a SETTINGS ACK with a payload is FRAME_SIZE_ERROR (RFC 9113
-    §6.5), not the generic PROTOCOL_ERROR h2 reports for every malformed frame body."""
+    """h2's frame reader, with a shorter path for the frames of an ordinary request, and a SETTINGS
+    ACK with a payload read as FRAME_SIZE_ERROR (RFC 9113 §6.5), not the generic PROTOCOL_ERROR h2
+    reports for every malformed frame body.
+
+    The short path: a whole HEADERS frame with END_HEADERS (END_STREAM or not), or a DATA frame, on
+    a stream, neither padded nor with priority fields, within the frame size limit, outside a header
+    block. It yields the same frame objects, with the same fields, that hyperframe's parser would;
+    it only skips its generic steps (flag tables walked per frame, padding and priority parsing,
+    memoryview copies). Every other frame, and any frame when the buffer layout is h2's rather than
+    jh2's, takes the library's own path.
+    """
+
+    _data: bytearray
+    _data_offset: int
+    _headers_buffer: list[Any]
+    max_frame_size: int
 
     def __next__(self) -> Any:
+        data = self._data
+        offset = self._data_offset if _OFFSET_LAYOUT else 0
+        if not self._headers_buffer and len(data) - offset >= 9:
+            kind = data[offset + 3]
+            flag_byte = data[offset + 4]
+            names = (
+                _FAST_HEADERS_FLAGS.get(flag_byte)
+                if kind == 1
+                else _FAST_DATA_FLAGS.get(flag_byte)
+                if kind == 0
+                else None
+            )
+            if names is not None:
+                length = (data[offset] << 16) | (data[offset + 1] << 8) | data[offset + 2]
+                stream_id = int.from_bytes(data[offset + 5 : offset + 9], "big") & 0x7FFFFFFF
+                end = offset + 9 + length
+                if stream_id and length <= self.max_frame_size and end <= len(data):
+                    if kind:
+                        frame = _HeadersFrame.__new__(_HeadersFrame)
+                        frame.flags = _flags(_HEADERS_FLAG_NAMES, names)
+                        frame.depends_on = 0
+                        frame.stream_weight = 0
+                        frame.exclusive = False
+                    else:
+                        frame = _DataFrame.__new__(_DataFrame)
+                        frame.flags = _flags(_DATA_FLAG_NAMES, names)
+                    frame.stream_id = stream_id
+                    frame.body_len = length
+                    frame.pad_length = 0
+                    with memoryview(data) as view:
+                        frame.data = view[offset + 9 : end].tobytes()
+                    if not _OFFSET_LAYOUT:
+                        del data[:end]
+                    elif end == len(data):
+                        self._data = bytearray()
+                        self._data_offset = 0
+                    else:
+                        self._data_offset = end
+                    return frame
         try:
             return super().__next__()
         except h2.exceptions.ProtocolError as exc:
@@ -103,6 +181,57 @@ class ProxyH2Connection(h2.connection.H2Connection):
         self._out: list[bytes] = []
         self._prune_countdown = _PRUNE_EVERY
         self.incoming_buffer = _FrameBuffer(server=not config.client_side)
+        # Whether received header blocks go to the events as decoded: the server side with h2's
+        # inbound processing off (see _receive_headers_frame).
+        self._plain_inbound_headers = not (
+            config.client_side
+            or config.validate_inbound_headers
+            or config.normalize_inbound_headers
+            or config.header_encoding
+        )
+
+    def _receive_headers_frame(self, frame: Any) -> tuple[list[Any], list[Any]]:
+        """h2's handling of a HEADERS frame, shortened for the one every request starts with: a
+        client opening a new stream, no priority fields. The same checks and state machine inputs,
+        in the same order: the stream limit, decoding, the connection's RECV_HEADERS, the new
+        stream, its RECV_HEADERS (and RECV_END_STREAM), its expected content length. What it skips
+        is h2's inbound header pipeline, which this configuration turns off
+        (:meth:`for_clients`: the ingress checks the fields itself) but still walks: validation
+        flags built, generators chained, the list copied. Anything else (trailers, priority, a
+        block whose pseudo-headers look like an informational response, a client-side connection)
+        takes h2's own path."""
+        stream_id = frame.stream_id
+        flags = frame.flags._flags
+        if self._plain_inbound_headers is False or stream_id in self.streams or "PRIORITY" in flags:
+            frames, events = super()._receive_headers_frame(frame)
+            return frames, events
+        max_open_streams = self.local_settings.max_concurrent_streams
+        if self._counted_open_streams() + 1 > max_open_streams:
+            raise h2.exceptions.TooManyStreamsError(
+                f"Max outbound streams is {max_open_streams}, 0 open"
+            )
+        headers = h2.connection._decode_headers(self.decoder, frame.data)
+        events = self.state_machine.process_input(_CONNECTION_RECV_HEADERS)
+        stream = self._begin_new_stream(stream_id, _CLIENT_STREAM_IDS)
+        for name, value in headers:  # h2's is_informational_response, on bytes
+            if name[:1] != b":":
+                break
+            if name == b":status":
+                if value[:1] == b"1":
+                    informational: tuple[list[Any], list[Any]] = stream.receive_headers(
+                        headers, "END_STREAM" in flags, None
+                    )
+                    return informational[0], events + informational[1]
+                break
+        machine = stream.state_machine
+        received: list[Any] = machine.process_input(_STREAM_RECV_HEADERS)
+        if "END_STREAM" in flags:
+            ended = machine.process_input(_STREAM_RECV_END_STREAM)
+            received[0].stream_ended = ended[0]
+            received += ended
+        stream._initialize_content_length(headers)
+        received[0].headers = headers
+        return [], events + received
 
     def _receive_rst_stream_frame(self, frame: Any) -> tuple[list[Any], list[Any]]:
         # RFC 9113 §6.4: RST_STREAM for an idle stream (never opened) is a connection error; h2
