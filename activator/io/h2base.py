@@ -337,7 +337,8 @@ class ProxyH2Connection(h2.connection.H2Connection):
     def _prepare_for_sending(self, frames: list[Any]) -> None:
         # What h2 itself still builds as frame objects: SETTINGS, WINDOW_UPDATE, RST_STREAM, PING,
         # GOAWAY (DATA and HEADERS go through send_data/send_headers above).
-        self._out.extend(frame.serialize() for frame in frames)
+        if frames:
+            self._out.extend(frame.serialize() for frame in frames)
 
     def pop_output(self) -> list[bytes]:
         """Everything queued for the peer, in order, as buffers to write."""

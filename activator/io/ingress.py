@@ -12,7 +12,7 @@ import logging
 from collections import OrderedDict, deque
 from collections.abc import Callable
 from http import HTTPStatus
-from typing import TYPE_CHECKING, cast
+from typing import TYPE_CHECKING, Final, cast
 
 import httptools
 
@@ -50,6 +50,10 @@ _PROTOCOL_ERROR = h2.errors.ErrorCodes.PROTOCOL_ERROR
 _REFUSED_STREAM = h2.errors.ErrorCodes.REFUSED_STREAM
 _ENHANCE_YOUR_CALM = h2.errors.ErrorCodes.ENHANCE_YOUR_CALM
 _CANCEL = h2.errors.ErrorCodes.CANCEL
+# Event classes the read loop compares exact types with.
+_REQUEST_RECEIVED: Final = h2.events.RequestReceived
+_STREAM_ENDED: Final = h2.events.StreamEnded
+_DATA_RECEIVED: Final = h2.events.DataReceived
 # Above this a header block is a connection error (ENHANCE_YOUR_CALM); between the configured limit and
 # this, the stream alone gets 431.
 HARD_HEADER_LIST_LIMIT = 1 << 20
@@ -342,7 +346,13 @@ class H2Ingress(H2Endpoint):
             return
         exchanges = self.exchanges
         for event in events:
-            if isinstance(event, h2.events.DataReceived):
+            # Exact types (h2's event classes are not subclassed), most frequent first: a plain
+            # request is RequestReceived then StreamEnded.
+            if type(event) is _REQUEST_RECEIVED:
+                self._on_request(event.stream_id, event.headers, event.stream_ended is not None)
+            elif type(event) is _STREAM_ENDED:
+                pass  # handled with the frame that carried END_STREAM
+            elif type(event) is _DATA_RECEIVED:
                 self._connection_credit += event.flow_controlled_length
                 ex = exchanges.get(event.stream_id)
                 if ex is not None and not ex.done:
@@ -353,11 +363,7 @@ class H2Ingress(H2Endpoint):
                     if ex is not None:
                         ex.on_request_end()
                         self._maybe_forget(ex)
-            elif isinstance(event, h2.events.RequestReceived):
-                self._on_request(event.stream_id, event.headers, event.stream_ended is not None)
-            elif isinstance(event, h2.events.StreamEnded):
-                pass  # handled with the frame that carried END_STREAM
-            elif isinstance(event, h2.events.TrailersReceived):
+            elif type(event) is h2.events.TrailersReceived:
                 ex = exchanges.get(event.stream_id)
                 problem = trailers_error(event.headers)
                 if problem is not None:
@@ -373,12 +379,12 @@ class H2Ingress(H2Endpoint):
                 elif ex is not None:
                     ex.on_request_trailers(event.headers)
                     self._maybe_forget(ex)
-            elif isinstance(event, h2.events.WindowUpdated):
+            elif type(event) is h2.events.WindowUpdated:
                 self.unblock(event.stream_id)
-            elif isinstance(event, h2.events.RemoteSettingsChanged):
+            elif type(event) is h2.events.RemoteSettingsChanged:
                 if h2.settings.SettingCodes.INITIAL_WINDOW_SIZE in event.changed_settings:
                     self.unblock(0)  # every stream's send window moved (RFC 9113 §6.9.2)
-            elif isinstance(event, h2.events.StreamReset):
+            elif type(event) is h2.events.StreamReset:
                 ex = exchanges.pop(event.stream_id, None)
                 self.drop_blocked(event.stream_id)
                 if ex is not None:
@@ -387,7 +393,7 @@ class H2Ingress(H2Endpoint):
                     if unfinished and self.resets.stream_reset(self.loop.time() - ex.started_at):
                         self._close_for_rapid_reset()
                         return
-            elif isinstance(event, h2.events.ConnectionTerminated):
+            elif type(event) is h2.events.ConnectionTerminated:
                 self.closing = True
                 if not exchanges and self.transport is not None:
                     self.flush()
