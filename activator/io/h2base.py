@@ -9,7 +9,7 @@ import importlib
 import sys
 import weakref
 from collections import deque
-from typing import TYPE_CHECKING, Any, Protocol, cast
+from typing import TYPE_CHECKING, Any, Protocol
 
 import hpack
 
@@ -572,10 +572,9 @@ class H2Endpoint:
         self, stream_id: int, ex: Exchange, data: bytes | HeaderList, ack_len: int, end_stream: bool
     ) -> _Piece | None:
         conn = self.conn
-        if type(data) is list:
+        if isinstance(data, list):  # trailers
             conn.send_headers(stream_id, data, end_stream=True)
             return None
-        data = cast(bytes, data)  # a body piece (no runtime check: this runs per frame)
         size = len(data)
         if size == 0:
             if end_stream:

@@ -26,7 +26,6 @@ from activator.core.errors import (
 )
 from activator.core.headers import (
     HeaderList,
-    RequestHead,
     error_response,
     forward_request,
     is_grpc,
@@ -412,12 +411,12 @@ class H2Ingress(H2Endpoint):
             self.reset_stream(stream_id, _REFUSED_STREAM)
             return
         head = request_head(headers)
-        if type(head) is str:
+        if isinstance(head, str):
             # RFC 9113 §8.1.1: a malformed request is a stream error of type PROTOCOL_ERROR.
             log.info("client %s sent a malformed request: %s", owner.client_ip.decode(), head)
             self.reset_stream(stream_id, _PROTOCOL_ERROR)
             return
-        headers, method, scheme, authority, grpc, size = cast(RequestHead, head)
+        headers, method, scheme, authority, grpc, size = head
         now = self.loop.time()
         service = owner.router.route(authority)
         error: ActivatorError | None = None

@@ -28,7 +28,7 @@ returns their connection-level credit.
 from __future__ import annotations
 
 import struct
-from typing import Any, cast
+from typing import Any
 
 # jh2's compiled HPACK codec (a dependency whichever state machine h2lib picked for clients): about
 # 1 µs per header block, against 20-50 µs through a pure Python codec. It takes and gives
@@ -38,7 +38,7 @@ from jh2._hazmat import Encoder as _Encoder
 from jh2._hazmat import HPACKError as _HPACKError
 from jh2._hazmat import OversizedHeaderListError as _OversizedError
 
-from activator.core.headers import HeaderList, ResponseBlock, response_block
+from activator.core.headers import HeaderList, response_block
 from activator.io.h2lib import h2, never_indexed
 from activator.io.h2wire import (
     ACK,
@@ -473,10 +473,10 @@ class PodH2Connection:
             return
         trailers = stream.response_started
         parsed = response_block(fields, trailers=trailers, never_indexed=never_indexed)
-        if type(parsed) is str:
+        if isinstance(parsed, str):
             self._stream_error(sid, PROTOCOL_ERROR, parsed, events)
             return
-        headers, status, length = cast(ResponseBlock, parsed)
+        headers, status, length = parsed
         if trailers:
             if not end:  # RFC 9113 §8.1: trailers end the stream
                 self._stream_error(sid, PROTOCOL_ERROR, "trailers without END_STREAM", events)
