@@ -59,6 +59,18 @@ _CONNECTION_SPECIFIC: frozenset[bytes] = frozenset(
 )
 _WHITESPACE = (b" ", b"\t")
 
+# Regular fields already found valid and forwarded as they are: the same few come with every request
+# (user-agent, accept, ...) and every response (server, cache-control, ...), so each is checked once,
+# not per message. A field's verdict depends on nothing else, so the memo is shared by all
+# connections of the process. Bounded in count and in field size; cleared when full. Fields the
+# checks treat by context (pseudo-headers, host, content-type, cookie, content-length, dropped ones,
+# never-indexed ones on the response side) are never memoized.
+_MEMO_MAX = 4096
+_MEMO_FIELD_MAX = 256
+_VALID_REQUEST_FIELDS: set[Header] = set()
+# The decoded entry (name, value, sensitive=False) -> the (name, value) pair forwarded.
+_VALID_RESPONSE_FIELDS: dict[Any, Header] = {}
+
 # A pod's response block as forwarded: headers (pseudo-header first), status (0 for trailers) and the
 # declared content-length (-1: none).
 ResponseBlock = tuple[HeaderList, int, int]
@@ -84,7 +96,13 @@ def response_block(
     bad_name = _BAD_NAME.search
     bad_value = _BAD_VALUE.search
     regular = False
+    known = _VALID_RESPONSE_FIELDS.get
     for field in fields:
+        plain = known(field)
+        if plain is not None:
+            regular = True
+            out.append(plain)
+            continue
         name = field[0]
         value = field[1]
         if name[:1] == b":":
@@ -111,7 +129,12 @@ def response_block(
         if len(field) > 2 and field[2] and never_indexed is not None:
             out.append(never_indexed(name, value))
         else:
-            out.append((name, value))
+            plain = (name, value)
+            out.append(plain)
+            if name != b"content-length" and len(name) + len(value) <= _MEMO_FIELD_MAX:
+                if len(_VALID_RESPONSE_FIELDS) >= _MEMO_MAX:
+                    _VALID_RESPONSE_FIELDS.clear()
+                _VALID_RESPONSE_FIELDS[tuple(field)] = plain
     if not trailers and not status:
         return "no :status"
     if status == 204 and length >= 0:
@@ -157,9 +180,13 @@ def request_head(fields: Iterable[Header]) -> RequestHead | str:
     cookies: list[bytes] | None = None
     bad_name = _BAD_NAME.search
     bad_value = _BAD_VALUE.search
+    known = _VALID_REQUEST_FIELDS
     for field in fields:
         name, value = field
         size += len(name) + len(value) + 32
+        if field in known:
+            out.append(field)
+            continue
         if bad_value(value) is not None or value[:1] in _WHITESPACE or value[-1:] in _WHITESPACE:
             return f"invalid value of {name.decode('latin-1')!r}"
         if name[:1] == b":":
@@ -194,6 +221,10 @@ def request_head(fields: Iterable[Header]) -> RequestHead | str:
             else:
                 cookies.append(value)
                 continue
+        elif len(name) + len(value) <= _MEMO_FIELD_MAX:
+            if len(known) >= _MEMO_MAX:
+                known.clear()
+            known.add(field)
         out.append(field)  # the field itself: a never-indexed one keeps its type (RFC 7541 §7.1.3)
     if not method:
         return "no :method"
