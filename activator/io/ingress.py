@@ -12,7 +12,7 @@ import logging
 from collections import OrderedDict, deque
 from collections.abc import Callable
 from http import HTTPStatus
-from typing import TYPE_CHECKING, Final, cast
+from typing import TYPE_CHECKING, Final, NamedTuple, cast
 
 import httptools
 
@@ -601,6 +601,23 @@ def _status_line(status: int) -> bytes:
     return line
 
 
+class _Pipelined(NamedTuple):
+    """A pipelined HTTP/1.1 request waiting for the responses before it."""
+
+    exchange: Exchange
+    keep_alive: bool
+    te_trailers: bool
+
+
+class _Refused(NamedTuple):
+    """An HTTP/1.1 request refused with an error instead, answered in its turn."""
+
+    error: ActivatorError
+    grpc: bool
+    keep_alive: bool
+    head: bool  # a HEAD request: the error's fields without its body
+
+
 class H1Ingress:
     """A client's HTTP/1.1 connection: requests one at a time, pipelined ones held until their turn."""
 
@@ -614,14 +631,13 @@ class H1Ingress:
         self.parser = httptools.HttpRequestParser(self)
         self.current: Exchange | None = None
         # Pipelined requests parsed while another is in flight, answered in order (RFC 9112 §9.3.2):
-        # (exchange - or the error it gets instead, keep-alive, TE: trailers for an exchange or
-        # HEAD for an error, gRPC).
-        self.waiting: deque[tuple[Exchange | ActivatorError, bool, bool, bool]] = deque()
+        # each an exchange to begin, or the error a refused one gets instead.
+        self.waiting: deque[_Pipelined | _Refused] = deque()
         # A request that asked for an Upgrade we decline but carries a body: llhttp stops at its
         # headers, so the body is read by a fresh parser given this framing (see _on_upgrade).
         self._declined_body: bytes | None = None
         self._body_only = False
-        self._pending_error: tuple[ActivatorError, bool, bool, bool] | None = None
+        self._pending_error: _Refused | None = None
         # A request refused (see _reject): what it is answered, and whether it happened.
         self._refusal: ClientError | None = None
         self._rejected = False
@@ -774,7 +790,9 @@ class H1Ingress:
             # Answer in order once earlier pipelined requests are done; keep reading the body.
             self._building = None
             head = method == b"HEAD"
-            self._pending_error = (error or UnknownHost("no service"), grpc, keep_alive, head)
+            self._pending_error = _Refused(
+                error or UnknownHost("no service"), grpc, keep_alive, head
+            )
             return
         self._pending_error = None
         self._building = ex
@@ -783,7 +801,7 @@ class H1Ingress:
         if self.current is None:
             self._begin(ex, keep_alive, te_trailers)
         else:
-            self.waiting.append((ex, keep_alive, te_trailers, grpc))
+            self.waiting.append(_Pipelined(ex, keep_alive, te_trailers))
             self._pause_reading()
 
     def on_body(self, body: bytes) -> None:
@@ -809,11 +827,10 @@ class H1Ingress:
         pending = self._pending_error
         if pending is not None:
             self._pending_error = None
-            error, grpc, keep_alive, head = pending
             if self.current is None and not self.waiting:
-                self._write_error(error, grpc, keep_alive, head=head)
+                self._write_refusal(pending)
             else:
-                self.waiting.append((error, keep_alive, head, grpc))
+                self.waiting.append(pending)
                 self._pause_reading()
 
     # -- responses ---------------------------------------------------------------------------------
@@ -901,6 +918,9 @@ class H1Ingress:
         if self._reading_paused and self._unacked < self.READ_HIGH_WATER // 2 and not self.waiting:
             self._resume_reading()
 
+    def _write_refusal(self, refused: _Refused) -> None:
+        self._write_error(refused.error, refused.grpc, refused.keep_alive, head=refused.head)
+
     def _write_error(
         self,
         error: ActivatorError,
@@ -945,11 +965,11 @@ class H1Ingress:
             self._close()
             return
         while self.waiting and not self.closing:
-            nxt, keep_alive, te_trailers_or_head, grpc = self.waiting.popleft()
-            if isinstance(nxt, ActivatorError):
-                self._write_error(nxt, grpc, keep_alive, head=te_trailers_or_head)
-            elif not nxt.done:
-                self._begin(nxt, keep_alive, te_trailers_or_head)
+            nxt = self.waiting.popleft()
+            if isinstance(nxt, _Refused):
+                self._write_refusal(nxt)
+            elif not nxt.exchange.done:
+                self._begin(nxt.exchange, nxt.keep_alive, nxt.te_trailers)
                 # Its body may still be on the wire (only its head was read): read on, unless more
                 # requests wait or its upload is ahead of the pod (ack_request resumes then).
                 if self._unacked >= self.READ_HIGH_WATER // 2 or self.waiting:
@@ -983,7 +1003,7 @@ class H1Ingress:
         if self.current is None and not self.waiting:
             self._write_error(error, False, False)
         else:
-            self.waiting.append((error, False, False, False))
+            self.waiting.append(_Refused(error, grpc=False, keep_alive=False, head=False))
             self._pause_reading()
 
     # -- h2c upgrade -------------------------------------------------------------------------------
@@ -1069,9 +1089,9 @@ class H1Ingress:
         self._building = None
         while self.waiting:
             # Never dispatched: nothing to cancel and no accounting to undo.
-            item = self.waiting.popleft()[0]
-            if isinstance(item, Exchange):
-                item.done = True
+            item = self.waiting.popleft()
+            if isinstance(item, _Pipelined):
+                item.exchange.done = True
 
     def shutdown(self) -> None:
         self.closing = True
