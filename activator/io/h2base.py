@@ -35,18 +35,59 @@ _PRUNE_EVERY = 32
 _FrameBufferBase: Any = importlib.import_module(h2.__name__ + ".frame_buffer").FrameBuffer
 # jh2 consumes its buffer by moving an offset; h2 deletes the bytes read from the front.
 _OFFSET_LAYOUT = "_data_offset" in vars(_FrameBufferBase(server=False))
-_STREAM_INPUTS: Any = importlib.import_module(h2.__name__ + ".stream").StreamInputs
-_STREAM_SEND_HEADERS = _STREAM_INPUTS.SEND_HEADERS
-_STREAM_SEND_END_STREAM = _STREAM_INPUTS.SEND_END_STREAM
-_STREAM_SEND_DATA = _STREAM_INPUTS.SEND_DATA
+_stream_module: Any = importlib.import_module(h2.__name__ + ".stream")
+_STREAM_INPUTS: Any = _stream_module.StreamInputs
+_STREAM_CLOSED: Any = _stream_module.StreamState.CLOSED
 _CONNECTION_SEND_HEADERS = h2.connection.ConnectionInputs.SEND_HEADERS
 _CONNECTION_SEND_DATA = h2.connection.ConnectionInputs.SEND_DATA
 _CONNECTION_RECV_HEADERS = h2.connection.ConnectionInputs.RECV_HEADERS
-_STREAM_RECV_HEADERS = _STREAM_INPUTS.RECV_HEADERS
-_STREAM_RECV_END_STREAM = _STREAM_INPUTS.RECV_END_STREAM
+# In this state h2's connection machine takes SEND_HEADERS, SEND_DATA and RECV_HEADERS without a
+# change or an event, so the short paths skip the call there (any other state still makes it).
+_SERVER_OPEN = h2.connection.ConnectionState.SERVER_OPEN
 _CLIENT_STREAM_IDS = h2.connection.AllowedStreamIDs.ODD
 # jh2's encoder takes (name, value, sensitive) triples; h2's (hpack) takes the fields as they are.
 _TRIPLES = bool(getattr(h2.connection, "ALTERNATIVE_HPACK", False))
+
+
+# A stream state machine input with h2's transitions for it, by state.
+_StreamInput = tuple[Any, dict[Any, tuple[Any, Any]]]
+
+
+def _stream_input(name: str) -> _StreamInput:
+    given = getattr(_STREAM_INPUTS, name)
+    table = _stream_module._transitions
+    return given, {state: entry for (state, input_), entry in table.items() if input_ is given}
+
+
+_STREAM_SEND_HEADERS = _stream_input("SEND_HEADERS")
+_STREAM_SEND_DATA = _stream_input("SEND_DATA")
+_STREAM_SEND_END_STREAM = _stream_input("SEND_END_STREAM")
+_STREAM_RECV_HEADERS = _stream_input("RECV_HEADERS")
+_STREAM_RECV_END_STREAM = _stream_input("RECV_END_STREAM")
+
+
+def _stream_step(machine: Any, step: _StreamInput) -> list[Any]:
+    """h2's ``H2StreamStateMachine.process_input``: the same transition, callback and errors, but
+    looked up by state alone in a table made for the input. h2's lookup builds a (state, input)
+    key and hashes its input enum in Python (``Enum.__hash__``) at every call, five times per
+    request."""
+    state = machine.state
+    entry = step[1].get(state)
+    if entry is None:
+        machine.state = _STREAM_CLOSED
+        raise h2.exceptions.ProtocolError(f"Invalid input {step[0]} in state {state}")
+    func, machine.state = entry
+    if func is None:
+        return []
+    try:
+        result: list[Any] = func(machine, state)
+    except h2.exceptions.ProtocolError:
+        machine.state = _STREAM_CLOSED
+        raise
+    except AssertionError as exc:
+        machine.state = _STREAM_CLOSED
+        raise h2.exceptions.ProtocolError(exc) from exc
+    return result
 
 
 _frame_module: Any = sys.modules[_FrameBufferBase.__module__]
@@ -211,7 +252,12 @@ class ProxyH2Connection(h2.connection.H2Connection):
                 f"Max outbound streams is {max_open_streams}, 0 open"
             )
         headers = h2.connection._decode_headers(self.decoder, frame.data)
-        events = self.state_machine.process_input(_CONNECTION_RECV_HEADERS)
+        connection = self.state_machine
+        events = (
+            []
+            if connection.state is _SERVER_OPEN  # h2's transition: no change, no event
+            else connection.process_input(_CONNECTION_RECV_HEADERS)
+        )
         stream = self._begin_new_stream(stream_id, _CLIENT_STREAM_IDS)
         for name, value in headers:  # h2's is_informational_response, on bytes
             if name[:1] != b":":
@@ -224,9 +270,9 @@ class ProxyH2Connection(h2.connection.H2Connection):
                     return informational[0], events + informational[1]
                 break
         machine = stream.state_machine
-        received: list[Any] = machine.process_input(_STREAM_RECV_HEADERS)
+        received = _stream_step(machine, _STREAM_RECV_HEADERS)
         if "END_STREAM" in flags:
-            ended = machine.process_input(_STREAM_RECV_END_STREAM)
+            ended = _stream_step(machine, _STREAM_RECV_END_STREAM)
             received[0].stream_ended = ended[0]
             received += ended
         stream._initialize_content_length(headers)
@@ -287,15 +333,16 @@ class ProxyH2Connection(h2.connection.H2Connection):
         ):
             super().send_headers(stream_id, headers, end_stream=end_stream, **priority)
             return
-        self.state_machine.process_input(_CONNECTION_SEND_HEADERS)
+        if self.state_machine.state is not _SERVER_OPEN:  # else h2's transition changes nothing
+            self.state_machine.process_input(_CONNECTION_SEND_HEADERS)
         machine = stream.state_machine
-        machine.process_input(_STREAM_SEND_HEADERS)
+        _stream_step(machine, _STREAM_SEND_HEADERS)
         if _TRIPLES:  # jh2's compiled encoder: (name, value, never indexed)
             block = self.encoder.encode([(f[0], f[1], type(f) is not tuple) for f in headers])
         else:
             block = self.encoder.encode(headers)
         if end_stream:
-            machine.process_input(_STREAM_SEND_END_STREAM)
+            _stream_step(machine, _STREAM_SEND_END_STREAM)
         elif machine.trailers_sent:
             raise h2.exceptions.ProtocolError("Trailers must have END_STREAM set.")
         append_header_block(self._out, stream_id, block, end_stream, self.max_outbound_frame_size)
@@ -325,11 +372,12 @@ class ProxyH2Connection(h2.connection.H2Connection):
             raise h2.exceptions.FrameTooLargeError(
                 f"Cannot send frame size {size}, max frame size is {self.max_outbound_frame_size}"
             )
-        self.state_machine.process_input(_CONNECTION_SEND_DATA)
+        if self.state_machine.state is not _SERVER_OPEN:  # else h2's transition changes nothing
+            self.state_machine.process_input(_CONNECTION_SEND_DATA)
         machine = stream.state_machine
-        machine.process_input(_STREAM_SEND_DATA)
+        _stream_step(machine, _STREAM_SEND_DATA)
         if end_stream:
-            machine.process_input(_STREAM_SEND_END_STREAM)
+            _stream_step(machine, _STREAM_SEND_END_STREAM)
         stream.outbound_flow_control_window -= size
         self.outbound_flow_control_window -= size
         append_frame(self._out, DATA, END_STREAM if end_stream else 0, stream_id, data)

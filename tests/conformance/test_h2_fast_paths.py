@@ -11,6 +11,7 @@ are covered: jh2 moves an offset, h2 deletes what it read.
 from __future__ import annotations
 
 import importlib
+from collections.abc import Callable
 from typing import Any
 
 import hpack
@@ -18,6 +19,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from activator.io import h2base
 from activator.io.h2base import ProxyH2Connection, _FrameBuffer
 from activator.io.h2lib import h2
 
@@ -268,3 +270,45 @@ def test_edge_cases_match_the_library(reads: list[bytes]) -> None:
     library = ProxyH2Connection.for_clients()
     library._plain_inbound_headers = False
     assert run(short, reads) == run(library, reads)
+
+
+# -- state machine steps ---------------------------------------------------------------------------
+
+_stream_module: Any = importlib.import_module(h2.__name__ + ".stream")
+_STEPS = [
+    h2base._STREAM_SEND_HEADERS,
+    h2base._STREAM_SEND_DATA,
+    h2base._STREAM_SEND_END_STREAM,
+    h2base._STREAM_RECV_HEADERS,
+    h2base._STREAM_RECV_END_STREAM,
+]
+
+
+def _step_outcome(step: Callable[[Any], list[Any]], state: Any, client: bool | None) -> Any:
+    machine = _stream_module.H2StreamStateMachine(1)
+    machine.state = state
+    machine.client = client
+    try:
+        events = step(machine)
+    except h2.exceptions.ProtocolError as exc:
+        return ("ProtocolError", str(exc), machine.state)
+    flags = (machine.headers_sent, machine.trailers_sent, machine.headers_received)
+    kinds = None if events is None else [type(event).__name__ for event in events]
+    return (kinds, machine.state, flags)
+
+
+@pytest.mark.parametrize("step", _STEPS, ids=lambda step: step[0].name)
+def test_stream_steps_are_the_library_transitions(step: Any) -> None:
+    for state in _stream_module.StreamState:
+        for client in (None, True, False):
+            ours = _step_outcome(lambda machine: h2base._stream_step(machine, step), state, client)
+            theirs = _step_outcome(lambda machine: machine.process_input(step[0]), state, client)
+            assert ours == theirs, (state, client)
+
+
+@pytest.mark.parametrize("name", ["SEND_HEADERS", "SEND_DATA", "RECV_HEADERS"])
+def test_the_open_connection_skips_only_transitions_that_change_nothing(name: str) -> None:
+    machine = h2.connection.H2ConnectionStateMachine()
+    machine.state = h2base._SERVER_OPEN
+    assert machine.process_input(getattr(h2.connection.ConnectionInputs, name)) == []
+    assert machine.state is h2base._SERVER_OPEN
