@@ -63,11 +63,13 @@ _WHITESPACE = (b" ", b"\t")
 # (user-agent, accept, ...) and every response (server, cache-control, ...), so each is checked once,
 # not per message. A field's verdict depends on nothing else, so the memo is shared by all
 # connections of the process. Bounded in count and in field size; cleared when full. Fields the
-# checks treat by context (pseudo-headers, host, content-type, cookie, content-length, dropped ones,
-# never-indexed ones on the response side) are never memoized.
+# checks treat by context (host, content-type, cookie, content-length, dropped ones, never-indexed
+# ones on the response side) are never memoized; pseudo-headers only for their value.
 _MEMO_MAX = 4096
 _MEMO_FIELD_MAX = 256
 _VALID_REQUEST_FIELDS: set[Header] = set()
+# Request pseudo-headers whose value was found valid (the rules on their place and number still run).
+_VALID_PSEUDO_FIELDS: set[Header] = set()
 # The decoded entry (name, value, sensitive=False) -> the (name, value) pair forwarded.
 _VALID_RESPONSE_FIELDS: dict[Any, Header] = {}
 
@@ -181,14 +183,21 @@ def request_head(fields: Iterable[Header]) -> RequestHead | str:
     bad_name = _BAD_NAME.search
     bad_value = _BAD_VALUE.search
     known = _VALID_REQUEST_FIELDS
+    known_pseudo = _VALID_PSEUDO_FIELDS
     for field in fields:
         name, value = field
         size += len(name) + len(value) + 32
         if field in known:
             out.append(field)
             continue
-        if bad_value(value) is not None or value[:1] in _WHITESPACE or value[-1:] in _WHITESPACE:
+        if field in known_pseudo:
+            pass  # its value was found valid before
+        elif bad_value(value) is not None or value[:1] in _WHITESPACE or value[-1:] in _WHITESPACE:
             return f"invalid value of {name.decode('latin-1')!r}"
+        elif name in _REQUEST_PSEUDO and len(value) <= _MEMO_FIELD_MAX:
+            if len(known_pseudo) >= _MEMO_MAX:
+                known_pseudo.clear()
+            known_pseudo.add(field)
         if name[:1] == b":":
             if name not in _REQUEST_PSEUDO or name in pseudo:
                 return f"unexpected pseudo-header {name!r}"

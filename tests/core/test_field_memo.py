@@ -54,6 +54,9 @@ _PSEUDO = [
     (b":authority", b"b"),
     (b":status", b"200"),
     (b":status", b"204"),
+    (b":path", b" /"),
+    (b":authority", b"a\r\n"),
+    (b":foo", b"x"),
 ]
 
 _field = st.tuples(st.sampled_from(_NAMES), st.sampled_from(_VALUES))
@@ -71,17 +74,20 @@ def in_order(pseudo: list[Any], regular: list[Any], pseudo_last: bool) -> list[A
 
 @contextmanager
 def empty_memo() -> Iterator[None]:
-    saved_request = set(headers._VALID_REQUEST_FIELDS)
-    saved_response = dict(headers._VALID_RESPONSE_FIELDS)
-    headers._VALID_REQUEST_FIELDS.clear()
-    headers._VALID_RESPONSE_FIELDS.clear()
+    memos: list[Any] = [
+        headers._VALID_REQUEST_FIELDS,
+        headers._VALID_PSEUDO_FIELDS,
+        headers._VALID_RESPONSE_FIELDS,
+    ]
+    saved = [memo.copy() for memo in memos]
+    for memo in memos:
+        memo.clear()
     try:
         yield
     finally:
-        headers._VALID_REQUEST_FIELDS.clear()
-        headers._VALID_REQUEST_FIELDS.update(saved_request)
-        headers._VALID_RESPONSE_FIELDS.clear()
-        headers._VALID_RESPONSE_FIELDS.update(saved_response)
+        for memo, contents in zip(memos, saved, strict=True):
+            memo.clear()
+            memo.update(contents)
 
 
 def typed(result: Any) -> Any:
