@@ -38,6 +38,7 @@ _OFFSET_LAYOUT = "_data_offset" in vars(_FrameBufferBase(server=False))
 _stream_module: Any = importlib.import_module(h2.__name__ + ".stream")
 _STREAM_INPUTS: Any = _stream_module.StreamInputs
 _STREAM_CLOSED: Any = _stream_module.StreamState.CLOSED
+_H2Stream: Any = _stream_module.H2Stream
 _CONNECTION_SEND_HEADERS = h2.connection.ConnectionInputs.SEND_HEADERS
 _CONNECTION_SEND_DATA = h2.connection.ConnectionInputs.SEND_DATA
 _CONNECTION_RECV_HEADERS = h2.connection.ConnectionInputs.RECV_HEADERS
@@ -230,6 +231,31 @@ class ProxyH2Connection(h2.connection.H2Connection):
             or config.normalize_inbound_headers
             or config.header_encoding
         )
+
+    def _begin_new_stream(self, stream_id: int, allowed_ids: Any) -> Any:
+        """h2's, less the three debug-log calls it makes for every stream (to a logger that
+        discards them, but each call and its arguments still cost). jh2 also keeps the inbound
+        frame size limit on the stream; set on h2's stream, it is unused."""
+        outbound = stream_id % 2 == int(self.config.client_side)
+        highest = self.highest_outbound_stream_id if outbound else self.highest_inbound_stream_id
+        if stream_id <= highest:
+            raise h2.exceptions.StreamIDTooLowError(stream_id, highest)
+        if stream_id % 2 != int(allowed_ids):
+            raise h2.exceptions.ProtocolError("Invalid stream ID for peer.")
+        stream = _H2Stream(
+            stream_id,
+            config=self.config,
+            inbound_window_size=self.local_settings.initial_window_size,
+            outbound_window_size=self.remote_settings.initial_window_size,
+        )
+        stream.max_inbound_frame_size = self.max_inbound_frame_size
+        stream.max_outbound_frame_size = self.max_outbound_frame_size
+        self.streams[stream_id] = stream
+        if outbound:
+            self.highest_outbound_stream_id = stream_id
+        else:
+            self.highest_inbound_stream_id = stream_id
+        return stream
 
     def _receive_headers_frame(self, frame: Any) -> tuple[list[Any], list[Any]]:
         """h2's handling of a HEADERS frame, shortened for the one every request starts with: a

@@ -312,3 +312,36 @@ def test_the_open_connection_skips_only_transitions_that_change_nothing(name: st
     machine.state = h2base._SERVER_OPEN
     assert machine.process_input(getattr(h2.connection.ConnectionInputs, name)) == []
     assert machine.state is h2base._SERVER_OPEN
+
+
+_library_begin = h2.connection.H2Connection._begin_new_stream
+_LIBRARY_KEEPS_INBOUND_FRAME_SIZE = "max_inbound_frame_size" in vars(
+    _library_begin(ProxyH2Connection.for_clients(), 1, h2.connection.AllowedStreamIDs.ODD)
+)
+
+
+def _stream_opening(begin: Callable[[Any, int, Any], Any], ids: list[int]) -> list[Any]:
+    conn = ProxyH2Connection.for_clients()
+    conn.initiate_connection()
+    conn.receive_data(PREFACE + raw(4, 0, 0, b""))
+    seen: list[Any] = []
+    for stream_id in ids:
+        try:
+            stream = begin(conn, stream_id, h2.connection.AllowedStreamIDs.ODD)
+        except h2.exceptions.ProtocolError as exc:
+            seen.append((type(exc).__name__, str(exc)))
+            continue
+        fields = {k: v for k, v in vars(stream).items() if k not in ("state_machine", "config")}
+        if not _LIBRARY_KEEPS_INBOUND_FRAME_SIZE:  # h2 does not; the activator sets it for jh2
+            fields.pop("max_inbound_frame_size", None)
+        windows = vars(fields.pop("_inbound_window_manager"))
+        seen.append((fields, windows, stream.state_machine.state, stream.config is conn.config))
+        seen.append((conn.highest_inbound_stream_id, sorted(conn.streams)))
+    return seen
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.lists(st.integers(1, 12), max_size=8))
+def test_streams_begin_as_the_library_begins_them(ids: list[int]) -> None:
+    ours = _stream_opening(ProxyH2Connection._begin_new_stream, ids)
+    assert ours == _stream_opening(_library_begin, ids)
