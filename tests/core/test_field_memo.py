@@ -170,10 +170,7 @@ def test_response_block_answers_as_without_the_memo(blocks: list[Any]) -> None:
 
 def test_repeated_fields_are_memoized_and_context_fields_are_not() -> None:
     request = [
-        (b":method", b"GET"),
-        (b":scheme", b"https"),
-        (b":path", b"/"),
-        (b":authority", b"a"),
+        *_GET,
         (b"user-agent", b"curl"),
         (b"host", b"a"),
         (b"content-type", b"application/grpc"),
@@ -200,23 +197,7 @@ def test_repeated_fields_are_memoized_and_context_fields_are_not() -> None:
 def test_the_memo_stays_bounded() -> None:
     with empty_memo():
         for n in range(headers._MEMO_MAX + 10):
-            request_head(
-                [
-                    (b":method", b"GET"),
-                    (b":scheme", b"http"),
-                    (b":path", b"/"),
-                    (b":authority", b"a"),
-                    (b"x-n", str(n).encode()),
-                ]
-            )
+            request_head([*_GET, (b"x-n", str(n).encode())])
         assert 0 < len(headers._VALID_REQUEST_FIELDS) <= headers._MEMO_MAX
-        request_head(
-            [
-                (b":method", b"GET"),
-                (b":scheme", b"http"),
-                (b":path", b"/"),
-                (b":authority", b"a"),
-                (b"x-big", b"v" * headers._MEMO_FIELD_MAX),
-            ]
-        )
+        request_head([*_GET, (b"x-big", b"v" * headers._MEMO_FIELD_MAX)])
         assert (b"x-big", b"v" * headers._MEMO_FIELD_MAX) not in headers._VALID_REQUEST_FIELDS
