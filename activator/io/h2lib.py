@@ -16,6 +16,7 @@ from types import ModuleType
 from typing import TYPE_CHECKING
 
 import hpack
+from hpack.table import HeaderTable
 
 _SUBMODULES = ("config", "connection", "errors", "events", "exceptions", "settings")
 
@@ -75,6 +76,11 @@ def _compression_errors(lib: ModuleType) -> None:
     connection._decode_headers = _decode_headers
 
 
+# HPACK's static table (RFC 7541 Appendix A) as hpack holds it; dynamic entries follow it (§2.3.3).
+_STATIC_TABLE: tuple[tuple[bytes, bytes], ...] = HeaderTable.STATIC_TABLE
+_STATIC_LENGTH = len(_STATIC_TABLE)
+_DYNAMIC_FIRST = _STATIC_LENGTH + 1
+
 # Decoded "literal without indexing" fields with a static-table name, by their encoded bytes (shared by
 # every client connection of the process; bounded in count and, by the one-byte length, in size).
 _LITERALS: dict[bytes, tuple[bytes, bytes]] = {}
@@ -98,7 +104,8 @@ class StrictDecoder(hpack.Decoder):
     """
 
     def decode(self, data: bytes, raw: bool = True) -> list[tuple[bytes, bytes]]:  # type: ignore[override]
-        get_by_index = self.header_table.get_by_index
+        table = self.header_table
+        get_by_index = table.get_by_index
         limit = self.max_header_list_size
         headers: list[tuple[bytes, bytes]] = []
         append = headers.append
@@ -109,8 +116,16 @@ class StrictDecoder(hpack.Decoder):
         while pos < end:
             first = data[pos]
             if first & 0x80:
-                if first != 0xFF:  # the index fits the 7-bit prefix (index 0 raises, as it must)
-                    name, value = get_by_index(first & 0x7F)
+                if first != 0xFF:  # the index fits the 7-bit prefix
+                    index = first & 0x7F
+                    # hpack's get_by_index, inlined for the usual case (index 0, or one past the
+                    # dynamic table, still goes through it and raises, as it must)
+                    if 0 < index <= _STATIC_LENGTH:
+                        name, value = _STATIC_TABLE[index - 1]
+                    elif 0 <= index - _DYNAMIC_FIRST < len(table.dynamic_entries):
+                        name, value = table.dynamic_entries[index - _DYNAMIC_FIRST]
+                    else:
+                        name, value = get_by_index(index)
                     pos += 1
                 else:
                     (name, value), used = self._decode_indexed(view[pos:])
