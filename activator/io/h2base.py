@@ -118,8 +118,8 @@ class _FrameBuffer(_FrameBufferBase):  # type: ignore[misc]
     a stream, neither padded nor with priority fields, within the frame size limit, outside a header
     block. It yields the same frame objects, with the same fields, that hyperframe's parser would;
     it only skips its generic steps (flag tables walked per frame, padding and priority parsing,
-    memoryview copies). Every other frame, and any frame when the buffer layout is h2's rather than
-    jh2's, takes the library's own path.
+    memoryview copies), and consumes the buffer as the library in use does. Every other frame takes
+    the library's own path.
     """
 
     _data: bytearray
