@@ -356,12 +356,20 @@ def forward_response(headers: Iterable[Header]) -> HeaderList:
 
 
 def error_response(
-    status: int, message: str, *, grpc_status: int | None, retry_after: float | None = None
+    status: int,
+    message: str,
+    *,
+    grpc_status: int | None,
+    retry_after: float | None = None,
+    head: bool = False,
 ) -> tuple[HeaderList, bytes]:
     """Headers and body for an error the activator itself answers.
 
     gRPC calls get a trailers-only response (HTTP 200 with ``grpc-status``/``grpc-message`` in the
     header block and no body), the shape gRPC clients decode into a status (gRPC over HTTP/2 spec).
+    The answer to a HEAD request (``head``) has the fields a GET's would and no body (RFC 9110
+    §9.3.2): sent anyway, a body is read as the next response on HTTP/1.1 and breaks an HTTP/2
+    client's connection.
     """
     if grpc_status is not None:
         return (
@@ -381,7 +389,7 @@ def error_response(
     ]
     if retry_after is not None:
         headers.append((b"retry-after", str(max(1, round(retry_after))).encode()))
-    return headers, body
+    return headers, b"" if head else body
 
 
 def _grpc_percent_encode(message: str) -> bytes:

@@ -445,14 +445,7 @@ class H2Ingress(H2Endpoint):
     def _respond_error_stream(
         self, stream_id: int, error: ActivatorError, grpc: bool, request_ended: bool, head: bool
     ) -> None:
-        headers, body = error_response(
-            error.status,
-            error.message,
-            grpc_status=error.grpc_status if grpc else None,
-            retry_after=error.retry_after,
-        )
-        if head:  # RFC 9110 §9.3.2: the fields a GET would get, never a body
-            body = b""
+        headers, body = _error_answer(error, grpc, head)
         conn = self.conn
         try:
             conn.send_headers(stream_id, headers, end_stream=not body)
@@ -599,6 +592,17 @@ def _status_line(status: int) -> bytes:
         if len(_STATUS_LINES) < 512:
             _STATUS_LINES[status] = line
     return line
+
+
+def _error_answer(error: ActivatorError, grpc: bool, head: bool) -> tuple[HeaderList, bytes]:
+    """The fields and body the activator answers ``error`` with, on either protocol."""
+    return error_response(
+        error.status,
+        error.message,
+        grpc_status=error.grpc_status if grpc else None,
+        retry_after=error.retry_after,
+        head=head,
+    )
 
 
 class _Pipelined(NamedTuple):
@@ -930,14 +934,7 @@ class H1Ingress:
         *,
         head: bool = False,
     ) -> None:
-        headers, body = error_response(
-            error.status,
-            error.message,
-            grpc_status=error.grpc_status if grpc else None,
-            retry_after=error.retry_after,
-        )
-        if head:  # RFC 9110 §9.3.2: the fields a GET would get, never a body
-            body = b""
+        headers, body = _error_answer(error, grpc, head)
         if grpc:
             # A gRPC client on HTTP/1.1 cannot decode trailers-only; still send the status headers.
             headers.append((b"content-length", b"0"))

@@ -120,3 +120,9 @@ def test_http_errors_have_a_body_and_retry_after() -> None:
     assert d[b"retry-after"] == b"2"
     assert d[b"content-length"] == str(len(body)).encode()
     assert body == b"queue full\n"
+
+
+def test_an_error_answer_to_head_keeps_the_fields_and_drops_the_body() -> None:
+    get = error_response(404, "no service", grpc_status=None)
+    head = error_response(404, "no service", grpc_status=None, head=True)
+    assert head == (get[0], b"")
