@@ -642,9 +642,10 @@ class H1Ingress:
         self._declined_body: bytes | None = None
         self._body_only = False
         self._pending_error: _Refused | None = None
-        # A request refused (see _reject): what it is answered, and whether it happened.
+        # A request refused (see _reject): what it is answered. Once one was, or once we closed the
+        # connection, nothing more the client sends is read.
         self._refusal: ClientError | None = None
-        self._rejected = False
+        self._deaf = False
         self.closing = False
         self._url = b""
         self._headers: HeaderList = []
@@ -674,8 +675,8 @@ class H1Ingress:
     # -- parsing (httptools callbacks) -------------------------------------------------------------
 
     def data_received(self, data: bytes) -> None:
-        if self._rejected:
-            return  # nothing after a request we refused is read
+        if self._deaf:
+            return  # after a request we refused, or our close
         try:
             self.parser.feed_data(data)
         except httptools.HttpParserUpgrade as upgrade:
@@ -983,7 +984,7 @@ class H1Ingress:
         request cannot complete: it is cancelled, and this answer replaces its response, or, once
         that response has begun, the connection is cut (HTTP/1.1 has no other way to say so).
         """
-        self._rejected = True
+        self._deaf = True
         self._pending_error = None
         ex = self._building
         self._building = None
@@ -1049,8 +1050,14 @@ class H1Ingress:
 
     def _close(self) -> None:
         self.closing = True
+        self._deaf = True
         transport = self.owner.transport
         if transport is not None:
+            # A TLS transport that read the client's close while we paused reading waits to hand
+            # us what it holds before its own closing handshake; asyncio's SSL layer (not
+            # uvloop's) does not take close() as leave to skip that, and would wait forever.
+            # Resumed, it finishes (what it hands us is ignored) and the connection ends.
+            self._resume_reading()
             transport.close()
 
     def _pause_reading(self) -> None:
