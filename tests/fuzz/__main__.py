@@ -3,7 +3,7 @@
     python3 -m pip install atheris
     python3 -m tests.fuzz ingress_h2 /tmp/corpus-h2 -max_total_time=600
 
-Targets: ingress_h2, ingress_h1, pod_misbehaviour, pod_misbehaviour_h1, pod_h2, hpack_strict (see
+Targets: ingress_h2, ingress_h1, ingress_tls, pod_misbehaviour, pod_misbehaviour_h1, pod_h2, hpack_strict (see
 tests/fuzz/targets.py). Arguments after the target go to libFuzzer (-max_total_time, -runs, -jobs,
 ...); a first one that is a directory is the corpus to grow, and is first given the stored corpus (tests/fuzz/corpus/TARGET.b64). A failing
 input is written as crash-*; `python3 -m tests.fuzz TARGET crash-...` replays it. To store a grown

@@ -5,11 +5,18 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
+import ssl
+import tempfile
+from collections.abc import Coroutine
+from pathlib import Path
+from typing import Any
 
-from activator.config import config_from_upstreams
+from activator.config import TLSConfig, config_from_upstreams
 from activator.demopod import DemoPod, PodBehaviour
 from activator.io.app import Activator
+from tests.e2e.grpc_support.tls import make_self_signed
 from tests.fuzz.scripted_pod import GOOD_BODY, ScriptedPod
 
 # A pause in a conversation: the bytes before it leave in their own TCP segment(s).
@@ -34,10 +41,14 @@ class Trouble(logging.Handler):
 
 class LiveActivator:
     """An activator (default config) in front of one pod - an h2c demo pod unless another is
-    given - running in its own loop until ``close``."""
+    given - running in its own loop until ``close``. With ``tls``, it also listens for TLS (ALPN
+    h2 and http/1.1) with a throwaway self-signed certificate."""
 
-    def __init__(self, pod: DemoPod | ScriptedPod | None = None) -> None:
+    def __init__(self, pod: DemoPod | ScriptedPod | None = None, *, tls: bool = False) -> None:
         self.loop = asyncio.new_event_loop()
+        self._certificates: tempfile.TemporaryDirectory[str] | None = None
+        if tls:
+            self._certificates = tempfile.TemporaryDirectory(prefix="activator-fuzz-tls-")
         self.loop_errors: list[str] = []
         self.loop.set_exception_handler(self._on_loop_error)
         self.trouble = Trouble()
@@ -53,6 +64,10 @@ class LiveActivator:
         config = config_from_upstreams(
             [f"{scheme}://127.0.0.1:{self.pod.port}"], listen="127.0.0.1:0", admin="127.0.0.1:0"
         )
+        if self._certificates is not None:
+            certificate = make_self_signed(Path(self._certificates.name))
+            tls = TLSConfig("127.0.0.1:0", str(certificate.cert), str(certificate.key))
+            config = dataclasses.replace(config, tls=tls)
         activator = Activator(config, drain_timeout=1.0)
         await activator.start()
         self._stack.push_async_callback(activator.stop)
@@ -62,26 +77,52 @@ class LiveActivator:
         self.loop.run_until_complete(self._stack.aclose())
         logging.getLogger().removeHandler(self.trouble)
         self.loop.close()
+        if self._certificates is not None:
+            self._certificates.cleanup()
 
     def _on_loop_error(self, loop: asyncio.AbstractEventLoop, context: dict[str, object]) -> None:
         self.loop_errors.append(f"{context.get('message')}: {context.get('exception')!r}")
 
-    def converse(self, conversation: Conversation, linger: float) -> bytes:
-        """Send ``conversation`` on a new connection, read for ``linger`` seconds more, close, and
-        return what the activator sent back."""
-        return self.loop.run_until_complete(self._converse(conversation, linger))
+    def converse(self, conversation: Conversation, linger: float, *, port: int = 0) -> bytes:
+        """Send ``conversation`` on a new connection (to the plaintext listener unless ``port``
+        says otherwise), read for ``linger`` seconds more, close, and return what the activator
+        sent back."""
+        port = port or self.activator.listen_port
+        opened = asyncio.open_connection("127.0.0.1", port)
+        return self.loop.run_until_complete(self._converse(opened, conversation, linger))[0]
 
-    async def _converse(self, conversation: Conversation, linger: float) -> bytes:
-        reader, writer = await asyncio.open_connection("127.0.0.1", self.activator.listen_port)
+    def converse_tls(
+        self, conversation: Conversation, linger: float, alpn: list[str] | None
+    ) -> tuple[bytes, str | None]:
+        """``converse`` over TLS to the TLS listener, offering ``alpn`` (None: no ALPN at all);
+        also returns the protocol ALPN selected. The handshake must succeed whatever is offered:
+        an offer without h2 or http/1.1 gets no ALPN answer, not an alert."""
+        context = ssl.create_default_context()
+        context.check_hostname = False
+        context.verify_mode = ssl.CERT_NONE  # the certificate is throwaway and self-signed
+        if alpn is not None:
+            context.set_alpn_protocols(alpn)
+        opened = asyncio.open_connection("127.0.0.1", self.activator.tls_port, ssl=context)
+        return self.loop.run_until_complete(self._converse(opened, conversation, linger))
+
+    async def _converse(
+        self,
+        opened: Coroutine[Any, Any, tuple[asyncio.StreamReader, asyncio.StreamWriter]],
+        conversation: Conversation,
+        linger: float,
+    ) -> tuple[bytes, str | None]:
+        reader, writer = await opened
+        ssl_object = writer.get_extra_info("ssl_object")
+        protocol = ssl_object.selected_alpn_protocol() if ssl_object is not None else None
         received = bytearray()
 
         async def read_all() -> None:
-            with contextlib.suppress(ConnectionError):
+            with contextlib.suppress(ConnectionError, ssl.SSLError):
                 while data := await reader.read(65536):
                     received.extend(data)
 
         reading = asyncio.ensure_future(read_all())
-        with contextlib.suppress(ConnectionError):
+        with contextlib.suppress(ConnectionError, ssl.SSLError):
             for part in conversation:
                 if isinstance(part, bytes):
                     writer.write(part)
@@ -95,7 +136,7 @@ class LiveActivator:
         except TimeoutError:
             reading.cancel()
         await self.settle()
-        return bytes(received)
+        return bytes(received), protocol
 
     async def settle(self) -> None:
         """Wait (a bounded time) for what the last client held to be released."""

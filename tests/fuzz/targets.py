@@ -7,6 +7,10 @@ raises AssertionError when the activator gets it wrong.
   nothing may be logged as an error or fail in a callback, and what came back must parse: every
   HTTP/2 header block decodes in order, every frame fits the frame size, and HTTP/1.1 responses
   are well framed.
+- ``ingress_tls``: the same conversations over TLS, with every ALPN offer (h2, http/1.1, both,
+  none, unknown protocols), HTTP/2 bytes where ALPN chose HTTP/1.1 and the reverse, and
+  plaintext sent to the TLS port. ALPN must choose h2 or http/1.1 or nothing, and the reply must
+  parse as what it chose.
 - ``pod_misbehaviour``: well-formed HTTP/2 requests from a client, through a live activator, to a
   pod whose connection plays a script of raw frames (responses, resets, GOAWAY, SETTINGS, garbage,
   a close) and whose later connections behave. Besides the ingress checks: when the script's first
@@ -269,6 +273,39 @@ def ingress_h1(live: LiveActivator, data: bytes) -> None:
     reply = live.converse(conversation, linger)
     live.check()
     check_h1_reply(b"".join(p for p in conversation if isinstance(p, bytes)), reply)
+
+
+# -- TLS clients ---------------------------------------------------------------------------------
+
+# What a TLS client may offer by ALPN (None: no ALPN extension at all).
+ALPN_OFFERS: list[list[str] | None] = [
+    ["h2"], ["http/1.1"], ["h2", "http/1.1"], ["http/1.1", "h2"], None, ["spdy/3.1"], ["h2c"],
+]  # fmt: skip
+
+
+def ingress_tls(live: LiveActivator, data: bytes) -> None:
+    """A conversation of either kind over TLS, whatever ALPN chose (HTTP/2 bytes on a connection
+    that settled on HTTP/1.1, and the reverse, included), or one sent in plaintext to the TLS
+    port. The reply is checked as the protocol ALPN chose: h2 only if it said h2 (RFC 9113 §3.2)."""
+    src = ByteSource(data)
+    plaintext = src.integer(0, 7) == 0
+    alpn = src.choice(ALPN_OFFERS)
+    max_frame = DEFAULT_FRAME
+    if src.flag():
+        conversation, linger, max_frame = h2_conversation(src)
+    else:
+        conversation, linger = h1_conversation(src)
+    if plaintext:  # no handshake: the TLS layer refuses it, and nothing may be held or logged
+        live.converse(conversation, linger, port=live.activator.tls_port)
+        live.check()
+        return
+    reply, protocol = live.converse_tls(conversation, linger, alpn)
+    live.check()
+    if protocol == "h2":
+        check_h2_reply(reply, max_frame)
+    else:
+        assert protocol in (None, "http/1.1"), f"ALPN chose {protocol!r} from {alpn}"
+        check_h1_reply(b"".join(p for p in conversation if isinstance(p, bytes)), reply)
 
 
 # -- a misbehaving pod ----------------------------------------------------------------------------
@@ -613,6 +650,7 @@ def hpack_strict(data: bytes) -> None:
 LIVE_TARGETS: dict[str, Callable[[LiveActivator, bytes], None]] = {
     "ingress_h2": ingress_h2,
     "ingress_h1": ingress_h1,
+    "ingress_tls": ingress_tls,
     "pod_misbehaviour": pod_misbehaviour,
     "pod_misbehaviour_h1": pod_misbehaviour_h1,
 }
@@ -624,6 +662,8 @@ def live_activator(target: str) -> LiveActivator:
         return LiveActivator(ScriptedPod())
     if target == "pod_misbehaviour_h1":
         return LiveActivator(ScriptedPod(http1=True))
+    if target == "ingress_tls":
+        return LiveActivator(tls=True)
     return LiveActivator()
 
 
