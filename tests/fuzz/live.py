@@ -9,7 +9,7 @@ import dataclasses
 import logging
 import ssl
 import tempfile
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine
 from pathlib import Path
 from typing import Any
 
@@ -41,11 +41,19 @@ class Trouble(logging.Handler):
 
 class LiveActivator:
     """An activator (default config) in front of one pod - an h2c demo pod unless another is
-    given - running in its own loop until ``close``. With ``tls``, it also listens for TLS (ALPN
-    h2 and http/1.1) with a throwaway self-signed certificate."""
+    given - running in its own loop until ``close``: asyncio's, or the one ``new_loop`` makes
+    (uvloop's is the activator's own on Linux; their transports differ, TLS above all). With
+    ``tls``, it also listens for TLS (ALPN h2 and http/1.1) with a throwaway self-signed
+    certificate."""
 
-    def __init__(self, pod: DemoPod | ScriptedPod | None = None, *, tls: bool = False) -> None:
-        self.loop = asyncio.new_event_loop()
+    def __init__(
+        self,
+        pod: DemoPod | ScriptedPod | None = None,
+        *,
+        tls: bool = False,
+        new_loop: Callable[[], asyncio.AbstractEventLoop] = asyncio.new_event_loop,
+    ) -> None:
+        self.loop = new_loop()
         self._certificates: tempfile.TemporaryDirectory[str] | None = None
         if tls:
             self._certificates = tempfile.TemporaryDirectory(prefix="activator-fuzz-tls-")
@@ -124,6 +132,8 @@ class LiveActivator:
         reading = asyncio.ensure_future(read_all())
         with contextlib.suppress(ConnectionError, ssl.SSLError):
             for part in conversation:
+                if writer.is_closing():
+                    break  # the activator closed the connection (uvloop raises on a write)
                 if isinstance(part, bytes):
                     writer.write(part)
                     await asyncio.sleep(0)

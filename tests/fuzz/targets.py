@@ -656,15 +656,15 @@ LIVE_TARGETS: dict[str, Callable[[LiveActivator, bytes], None]] = {
 }
 
 
-def live_activator(target: str) -> LiveActivator:
-    """The live activator ``target`` runs against."""
+def live_activator(
+    target: str, new_loop: Callable[[], asyncio.AbstractEventLoop] = asyncio.new_event_loop
+) -> LiveActivator:
+    """The live activator ``target`` runs against, on the loop ``new_loop`` makes."""
     if target == "pod_misbehaviour":
-        return LiveActivator(ScriptedPod())
+        return LiveActivator(ScriptedPod(), new_loop=new_loop)
     if target == "pod_misbehaviour_h1":
-        return LiveActivator(ScriptedPod(http1=True))
-    if target == "ingress_tls":
-        return LiveActivator(tls=True)
-    return LiveActivator()
+        return LiveActivator(ScriptedPod(http1=True), new_loop=new_loop)
+    return LiveActivator(tls=target == "ingress_tls", new_loop=new_loop)
 
 
 PLAIN_TARGETS: dict[str, Callable[[bytes], None]] = {"pod_h2": pod_h2, "hpack_strict": hpack_strict}

@@ -1,14 +1,16 @@
 """The fuzz targets (targets.py) as part of the suite: each replays its stored corpus (inputs the
 coverage-guided fuzzer kept for reaching new code, and every input that once failed), then inputs
 from a seeded generator, so a run is deterministic. The ingress targets use a live activator and
-pod on loopback (a demo pod, or for pod_misbehaviour a scripted one), one per target."""
+pod on loopback (a demo pod, or for pod_misbehaviour a scripted one), one per target and loop."""
 
 from __future__ import annotations
 
+import asyncio
 import random
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import pytest
+import uvloop
 
 from tests.fuzz.corpus import stored
 from tests.fuzz.live import LiveActivator
@@ -24,9 +26,17 @@ def generated(target: str, count: int) -> list[bytes]:
     return [rng.randbytes(rng.randint(0, 120)) for _ in range(count)]
 
 
+# The live targets run on both loops: asyncio's, and uvloop's (the activator's own on Linux).
+LOOPS: dict[str, Callable[[], asyncio.AbstractEventLoop]] = {
+    "asyncio": asyncio.new_event_loop,
+    "uvloop": uvloop.new_event_loop,
+}
+
+
 @pytest.fixture
 def live(request: pytest.FixtureRequest) -> Iterator[LiveActivator]:
-    activator = live_activator(request.node.callspec.params["target"])
+    params = request.node.callspec.params
+    activator = live_activator(params["target"], LOOPS[params["loop"]])
     yield activator
     activator.close()
 
@@ -36,8 +46,9 @@ def test_every_target_has_a_stored_corpus() -> None:
         assert len(stored(target)) >= 20, target
 
 
+@pytest.mark.parametrize("loop", sorted(LOOPS))
 @pytest.mark.parametrize("target", sorted(LIVE_TARGETS))
-def test_live_target(live: LiveActivator, target: str) -> None:
+def test_live_target(live: LiveActivator, target: str, loop: str) -> None:
     run = LIVE_TARGETS[target]
     for data in stored(target) + generated(target, LIVE_GENERATED):
         try:
