@@ -645,7 +645,7 @@ class H1Ingress:
         # A request refused (see _reject): what it is answered. Once one was, or once we closed the
         # connection, nothing more the client sends is read.
         self._refusal: ClientError | None = None
-        self._deaf = False
+        self._reading_done = False
         self.closing = False
         self._url = b""
         self._headers: HeaderList = []
@@ -675,7 +675,7 @@ class H1Ingress:
     # -- parsing (httptools callbacks) -------------------------------------------------------------
 
     def data_received(self, data: bytes) -> None:
-        if self._deaf:
+        if self._reading_done:
             return  # after a request we refused, or our close
         try:
             self.parser.feed_data(data)
@@ -984,7 +984,7 @@ class H1Ingress:
         request cannot complete: it is cancelled, and this answer replaces its response, or, once
         that response has begun, the connection is cut (HTTP/1.1 has no other way to say so).
         """
-        self._deaf = True
+        self._reading_done = True
         self._pending_error = None
         ex = self._building
         self._building = None
@@ -1050,7 +1050,7 @@ class H1Ingress:
 
     def _close(self) -> None:
         self.closing = True
-        self._deaf = True
+        self._reading_done = True
         transport = self.owner.transport
         if transport is not None:
             # A TLS transport that read the client's close while we paused reading waits to hand
