@@ -13,6 +13,8 @@ from collections.abc import Callable, Coroutine
 from pathlib import Path
 from typing import Any
 
+import uvloop
+
 from activator.config import TLSConfig, config_from_upstreams
 from activator.demopod import DemoPod, PodBehaviour
 from activator.io.app import Activator
@@ -22,6 +24,12 @@ from tests.fuzz.scripted_pod import GOOD_BODY, ScriptedPod
 # A pause in a conversation: the bytes before it leave in their own TCP segment(s).
 Pause = float
 Conversation = list[bytes | Pause]
+
+# The loops a live activator can run on: asyncio's, and uvloop's (the activator's own on Linux).
+LOOPS: dict[str, Callable[[], asyncio.AbstractEventLoop]] = {
+    "asyncio": asyncio.new_event_loop,
+    "uvloop": uvloop.new_event_loop,
+}
 
 # How long the accounting may take to return to zero once the client has gone (pod resets, the
 # pod connection's answer) before it counts as a leak.

@@ -5,15 +5,13 @@ pod on loopback (a demo pod, or for pod_misbehaviour a scripted one), one per ta
 
 from __future__ import annotations
 
-import asyncio
 import random
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 
 import pytest
-import uvloop
 
 from tests.fuzz.corpus import stored
-from tests.fuzz.live import LiveActivator
+from tests.fuzz.live import LOOPS, LiveActivator
 from tests.fuzz.targets import LIVE_TARGETS, PLAIN_TARGETS, live_activator
 
 # Generated inputs per target on top of the corpus: the live targets cost a few ms each.
@@ -26,13 +24,7 @@ def generated(target: str, count: int) -> list[bytes]:
     return [rng.randbytes(rng.randint(0, 120)) for _ in range(count)]
 
 
-# The live targets run on both loops: asyncio's, and uvloop's (the activator's own on Linux).
-LOOPS: dict[str, Callable[[], asyncio.AbstractEventLoop]] = {
-    "asyncio": asyncio.new_event_loop,
-    "uvloop": uvloop.new_event_loop,
-}
-
-
+# The live targets run on both LOOPS.
 @pytest.fixture
 def live(request: pytest.FixtureRequest) -> Iterator[LiveActivator]:
     params = request.node.callspec.params
