@@ -370,7 +370,9 @@ def test_deadline_is_forwarded_and_expiry_cancels_the_pod_handler(
     observation = observations[0]
     # grpc-timeout crossed the activator: the pod's handler knew its deadline.
     assert observation.time_remaining is not None
-    assert 0 < observation.time_remaining <= DEADLINE
+    # grpc-core rounds the encoded timeout up and reads its clocks coarsely: on a loaded machine the
+    # pod has been seen a few ms over the caller's deadline (2.0086 s of 2.0).
+    assert 0 < observation.time_remaining <= DEADLINE + 0.1
     assert observation.cancelled.wait(CANCEL_NOTICE), "the pod never saw the call end"
     assert observation.finished.wait(CANCEL_NOTICE)
 
