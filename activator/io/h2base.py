@@ -50,6 +50,70 @@ _CLIENT_STREAM_IDS = h2.connection.AllowedStreamIDs.ODD
 _TRIPLES = bool(getattr(h2.connection, "ALTERNATIVE_HPACK", False))
 
 
+_RECV_RST_STREAM = _stream_module.StreamClosedBy.RECV_RST_STREAM
+_SEND_RST_STREAM = _stream_module.StreamClosedBy.SEND_RST_STREAM
+
+
+class ClosedStreams:
+    """What h2 remembers of pruned streams (``H2Connection._closed_streams``: stream id -> how it
+    closed), bounded by what each kind of closure decides later.
+
+    h2 keeps the last 65,536 closures of every connection: about 8 MB on a connection that carried
+    that many streams, as every long-lived client connection does, and all of it walked again by each
+    full garbage collection (10-40 ms per collection, growing with uptime, in the saturated load test).
+
+    How a stream closed matters later only for a HEADERS frame on it once h2 has pruned it (DATA,
+    WINDOW_UPDATE, RST_STREAM and PRIORITY on a closed stream get the same answer whatever is
+    recorded). If we reset the stream, the HEADERS is a stream error (RFC 9113 §5.1), ignored but
+    answered: the peer may have sent its trailers before our reset reached it, so resets are kept
+    longest, the last 2,048 to 4,096 of them. If the stream ended normally, it is a connection error
+    either way, STREAM_CLOSED while the closure is recorded and PROTOCOL_ERROR after (as for a stream
+    closed implicitly), so those are kept only for the code's sake, the last 64 to 128. Each kind
+    fills a dict and, when full, replaces the older one: plain dict operations, nothing evicted one
+    by one.
+    """
+
+    __slots__ = ("_ends", "_older_ends", "_older_resets", "_resets")
+
+    RESETS_KEPT = 2048
+    ENDS_KEPT = 64
+
+    def __init__(self) -> None:
+        self._resets: dict[int, Any] = {}
+        self._older_resets: dict[int, Any] = {}
+        self._ends: dict[int, Any] = {}
+        self._older_ends: dict[int, Any] = {}
+
+    def __setitem__(self, stream_id: int, closed_by: Any) -> None:
+        if closed_by is _RECV_RST_STREAM or closed_by is _SEND_RST_STREAM:
+            if len(self._resets) >= self.RESETS_KEPT:
+                self._older_resets = self._resets
+                self._resets = {}
+            self._resets[stream_id] = closed_by
+        else:
+            if len(self._ends) >= self.ENDS_KEPT:
+                self._older_ends = self._ends
+                self._ends = {}
+            self._ends[stream_id] = closed_by
+
+    def __contains__(self, stream_id: object) -> bool:
+        return (
+            stream_id in self._resets
+            or stream_id in self._older_resets
+            or stream_id in self._ends
+            or stream_id in self._older_ends
+        )
+
+    def __getitem__(self, stream_id: int) -> Any:
+        for record in (self._resets, self._older_resets, self._ends, self._older_ends):
+            if stream_id in record:
+                return record[stream_id]
+        raise KeyError(stream_id)
+
+    def __len__(self) -> int:
+        return len(self._resets) + len(self._older_resets) + len(self._ends) + len(self._older_ends)
+
+
 # A stream state machine input with h2's transitions for it, by state.
 _StreamInput = tuple[Any, dict[Any, tuple[Any, Any]]]
 
@@ -222,6 +286,8 @@ class ProxyH2Connection(h2.connection.H2Connection):
             self.encoder = SizeUpdateKeepingEncoder()
         self._out: list[bytes] = []
         self._prune_countdown = _PRUNE_EVERY
+        # h2 declares a dict; it only ever stores, tests and reads stream ids in it.
+        self._closed_streams = ClosedStreams()  # type: ignore[assignment]
         self.incoming_buffer = _FrameBuffer(server=not config.client_side)
         # Whether received header blocks go to the events as decoded: the server side with h2's
         # inbound processing off (see _receive_headers_frame).

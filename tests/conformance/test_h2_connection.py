@@ -268,6 +268,23 @@ async def closed_continuation_after_rst(h2: H2Client, _act: ActivatorUnderTest) 
     await h2.expect_stream_error(1, ErrorCode.STREAM_CLOSED, P)
 
 
+@CASES("rfc9113-5.1")
+async def closed_trailers_long_after_rst(h2: H2Client, _act: ActivatorUnderTest) -> None:
+    """Trailers (HEADERS) on a stream the client reset 300 streams ago, as if sent before the
+    reset and arriving late: still a stream error, and the connection goes on. The server forgets
+    normal closures after a while, but not resets."""
+    await _reset_by_client(h2)
+    for batch in range(3):
+        first = 3 + 200 * batch
+        stream_ids = range(first, first + 200, 2)
+        h2.send(*(h2.headers(stream_id, request()) for stream_id in stream_ids))
+        for stream_id in stream_ids:
+            await h2.expect_response(stream_id)
+    h2.send(h2.headers(1, [("x-late", "trailer")]))
+    await h2.expect_stream_error(1, ErrorCode.STREAM_CLOSED, connection_error=False)
+    await h2.expect_alive()
+
+
 async def _complete_exchange(h2: H2Client) -> None:
     h2.send(h2.headers(1, request()))
     await h2.expect_response(1)
