@@ -6,6 +6,7 @@ deadline, close what is left.
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import signal
 from collections.abc import Callable, Iterable
@@ -203,6 +204,7 @@ class Activator:
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
         await self.start()
+        freeze_startup_objects()
         await stop.wait()
         log.info("signal received: draining (up to %.0fs)", self.drain_timeout)
         await self.stop()
@@ -235,3 +237,12 @@ class Activator:
         if self._admin is not None:
             await self._admin.stop()
         self._stopped.set()
+
+
+def freeze_startup_objects() -> None:
+    """Take what startup made (modules, configuration, listeners: some 50,000 objects that live as
+    long as the process) out of the garbage collector's view. Otherwise every full collection walks
+    them all: 30-60 ms with traffic stopped, several times a minute under load. Called once the
+    process serves, never in a library or a test's event loop."""
+    gc.collect()
+    gc.freeze()

@@ -230,7 +230,7 @@ def _recv_exactly(sock: socket.socket, count: int) -> bytes:
 
 
 async def _serve_worker(spec: WorkerSpec, control: socket.socket) -> int:
-    from activator.io.app import Activator
+    from activator.io.app import Activator, freeze_startup_objects
 
     loop = asyncio.get_running_loop()
     table = SlotTable.attach(spec.layout)
@@ -268,6 +268,7 @@ async def _serve_worker(spec: WorkerSpec, control: socket.socket) -> int:
         log.error("cannot listen: %s", exc)
         table.close()
         return 1
+    freeze_startup_objects()
     runtimes = list(app.services.values())
 
     def woken() -> None:
