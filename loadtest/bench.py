@@ -82,13 +82,15 @@ class RunRecord:
     p50_ms: float | None = None
     p90_ms: float | None = None
     p99_ms: float | None = None
+    p999_ms: float | None = None
     max_ms: float | None = None
     wall_s: float | None = None
     proxy_cpu_s: float | None = None
     proxy_cpu_us_per_request: float | None = None
     proxy_cpu_us_per_request_schedstat: float | None = None
     proxy_core_busy: float | None = None  # proxy CPU seconds / wall seconds
-    proxy_rss_mib: float | None = None
+    proxy_rss_mib: float | None = None  # after the measured run
+    proxy_rss_before_mib: float | None = None  # before it (after the warm-up)
     pods_cpu_us_per_request: float | None = None
     client_cpu_us_per_request: float | None = None
     foreign_on_proxy_core: float | None = None  # share of core 0 used by other people's work
@@ -325,6 +327,7 @@ class Bench:
             record.proxy_cpu_us_per_request_schedstat = schedstat / ok * 1e6 if ok else None
             record.proxy_core_busy = proxy_cpu / wall if wall > 0 else None
             record.proxy_rss_mib = round(after.rss_bytes / 2**20, 1)
+            record.proxy_rss_before_mib = round(window.proxy.rss_bytes / 2**20, 1)
         core = self.settings.proxy_core
         first, last = window.cores.get(core), cores.get(core)
         if first is not None and last is not None and last.total > first.total:
@@ -392,6 +395,7 @@ def _fill_latency(record: RunRecord, sorted_latencies_ms: list[float]) -> None:
     record.p50_ms = percentile(sorted_latencies_ms, 50)
     record.p90_ms = percentile(sorted_latencies_ms, 90)
     record.p99_ms = percentile(sorted_latencies_ms, 99)
+    record.p999_ms = percentile(sorted_latencies_ms, 99.9)
     record.max_ms = sorted_latencies_ms[-1] if sorted_latencies_ms else None
 
 

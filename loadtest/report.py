@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from loadtest.bench import RunRecord
+from loadtest.scenarios import SCENARIOS_BY_NAME, SOAK
 
 TARGET_ORDER = ("direct", "haproxy", "activator")
 
@@ -28,12 +29,15 @@ class Summary:
     requests_total: int = 0
     p50_ms: float | None = None
     p99_ms: float | None = None
+    p999_ms: float | None = None
+    max_ms: float | None = None
     cpu_us: float | None = None
     cpu_us_min: float | None = None
     cpu_us_max: float | None = None
     proxy_core_busy: float | None = None
     foreign_max: float | None = None
     rss_mib: float | None = None
+    rss_before_mib: float | None = None
     grpc_ok: int = 0
     grpc_calls: int = 0
     grpc_statuses: dict[str, int] = field(default_factory=dict)
@@ -73,6 +77,8 @@ def summarize(records: Sequence[RunRecord]) -> dict[tuple[str, str], Summary]:
         summary.requests_total = sum(r.requests or 0 for r in runs)
         summary.p50_ms = median([r.p50_ms for r in runs])
         summary.p99_ms = median([r.p99_ms for r in runs])
+        summary.p999_ms = median([r.p999_ms for r in runs])
+        summary.max_ms = median([r.max_ms for r in runs])
         cpu = [r.proxy_cpu_us_per_request for r in runs if r.proxy_cpu_us_per_request is not None]
         if cpu:
             summary.cpu_us = statistics.median(cpu)
@@ -81,6 +87,7 @@ def summarize(records: Sequence[RunRecord]) -> dict[tuple[str, str], Summary]:
         foreign = [r.foreign_on_proxy_core for r in runs if r.foreign_on_proxy_core is not None]
         summary.foreign_max = max(foreign) if foreign else None
         summary.rss_mib = median([r.proxy_rss_mib for r in runs])
+        summary.rss_before_mib = median([r.proxy_rss_before_mib for r in runs])
         for r in runs:
             if r.grpc_probe:
                 summary.grpc_ok += int(r.grpc_probe.get("ok", 0))
@@ -136,6 +143,7 @@ def scenario_table(
     direct = summaries.get((scenario, "direct"))
     haproxy = summaries.get((scenario, "haproxy"))
     grpc = scenario == "grpc"
+    soak = scenario == SOAK
     header = (
         "| target | rounds | requests/run | req/s | failed (all rounds) | p50 ms | p99 ms "
         "| +p50 / +p99 vs direct, ms | proxy CPU us/req [min-max] | CPU vs HAProxy "
@@ -143,6 +151,11 @@ def scenario_table(
     )
     if grpc:
         header += " grpc-status 0 (grpcio probe) |"
+    if soak:
+        header += (
+            " p99.9 ms | max ms | proxy RSS after warm-up -> after, MiB "
+            "| RSS growth per client connection, KiB |"
+        )
     lines = [header, "|---|" + "---:|" * (header.count("|") - 2)]
     columns = header.count("|") - 1
     flagged = False
@@ -185,6 +198,8 @@ def scenario_table(
                 if others:
                     probe += " (" + ", ".join(f"{k} {v}" for k, v in sorted(others.items())) + ")"
             row += f" {probe} |"
+        if soak:
+            row += _soak_cells(s)
         lines.append(row)
         for error in s.errors:
             lines.append(f"| | error in {_cell(error[:300])} |" + " |" * (columns - 2))
@@ -192,6 +207,15 @@ def scenario_table(
         lines.append("")
         lines.append(FAILED_NOTE)
     return lines
+
+
+def _soak_cells(s: Summary) -> str:
+    rss = growth = "-"
+    if s.rss_before_mib is not None and s.rss_mib is not None:
+        rss = f"{fmt(s.rss_before_mib, 1)} -> {fmt(s.rss_mib, 1)}"
+        clients = SCENARIOS_BY_NAME[SOAK].load.clients
+        growth = f"**{fmt((s.rss_mib - s.rss_before_mib) * 1024 / clients, 0)}**"
+    return f" {fmt(s.p999_ms, 3)} | {fmt(s.max_ms, 3)} | {rss} | {growth} |"
 
 
 FAILED_NOTE = (

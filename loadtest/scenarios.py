@@ -13,6 +13,8 @@ LATENCY_TOTAL_RPS = 500
 LATENCY_CLIENTS = 5
 # latency-spread: its h2load processes start this far apart (10 ms tick / 5 processes).
 LATENCY_SPREAD_S = 0.002
+SOAK = "soak"
+SOAK_REQUESTS = 1_000_000
 
 
 @dataclass(frozen=True)
@@ -51,6 +53,23 @@ ALL_SCENARIOS: tuple[Scenario, ...] = (
         load=LoadSpec(path="/100b", clients=16, streams=10),
         max_requests=300_000,
         warmup_requests=2_000,
+    ),
+    Scenario(
+        name=SOAK,
+        summary=f"{SOAK_REQUESTS:,} small requests on the same 16 client connections "
+        "(h2load -c 16 -m 10), fixed request count",
+        measures=(
+            "Uptime: a million streams through long-lived client connections, as gRPC channels "
+            "and browsers keep them. Reported besides the usual figures: the proxy's RSS growth "
+            "per client connection over the run and the latency tail (p99.9, max). Per-stream "
+            "state kept after a stream is gone shows up here as growth, and as longer garbage "
+            "collection pauses in the tail."
+        ),
+        pods=PodKind.STATIC_H2C,
+        load=LoadSpec(path="/100b", clients=16, streams=10),
+        max_requests=SOAK_REQUESTS,
+        warmup_requests=2_000,
+        sized_by_time=False,
     ),
     Scenario(
         name="large",
@@ -211,4 +230,6 @@ def quick_variant(scenario: Scenario) -> Scenario:
         )
     if scenario.burst:
         return scenario
+    if scenario.name == SOAK:
+        return replace(scenario, max_requests=50_000, warmup_requests=500)
     return replace(scenario, warmup_requests=max(100, scenario.warmup_requests // 4))

@@ -54,6 +54,33 @@ def test_medians_ignore_failed_rounds_and_sum_failures() -> None:
     assert summaries[("small", "direct")].requests_per_s == 10000.0
 
 
+def test_soak_table_reports_rss_growth_per_client_connection_and_the_tail() -> None:
+    """16 client connections; RSS 50.0 -> 66.0 MiB (median over rounds) is 1,024 KiB each."""
+    records = [
+        RunRecord(
+            scenario="soak",
+            target="activator",
+            round=n,
+            requests=1000,
+            requests_per_s=1000.0,
+            ok=1000,
+            failed=0,
+            p50_ms=1.0,
+            p99_ms=5.0,
+            p999_ms=20.0 + n,
+            max_ms=40.0 + n,
+            proxy_rss_before_mib=50.0,
+            proxy_rss_mib=after,
+        )
+        for n, after in ((1, 60.0), (2, 66.0), (3, 70.0))
+    ]
+    table = scenario_table("soak", ["activator"], summarize(records))
+    row = table[2].split("|")
+    assert table[0].count("|") == table[2].count("|")
+    assert row[-5:-1] == [" 22.000 ", " 42.000 ", " 50.0 -> 66.0 ", " **1,024** "]
+    assert "RSS" not in scenario_table("small", ["activator"], summarize(records))[0]
+
+
 def test_table_has_ratios_to_haproxy_and_added_latency() -> None:
     table = "\n".join(
         scenario_table("small", ["direct", "haproxy", "activator"], summarize(RECORDS))
