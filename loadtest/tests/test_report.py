@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 from loadtest.bench import RunRecord, _burst_figures
 from loadtest.h2load import RequestLog
@@ -10,10 +11,16 @@ from loadtest.report import render_markdown, scenario_table, summarize
 
 
 def _record(
-    target: str, round_number: int, cpu: float | None, rps: float, failed: int = 0
+    target: str,
+    round_number: int,
+    cpu: float | None,
+    rps: float,
+    failed: int = 0,
+    scenario: str = "small",
+    **figures: Any,
 ) -> RunRecord:
     return RunRecord(
-        scenario="small",
+        scenario=scenario,
         target=target,
         round=round_number,
         requests=1000,
@@ -23,6 +30,7 @@ def _record(
         p50_ms=1.0 + round_number,
         p99_ms=5.0 + round_number,
         proxy_cpu_us_per_request=cpu,
+        **figures,
     )
 
 
@@ -57,16 +65,12 @@ def test_medians_ignore_failed_rounds_and_sum_failures() -> None:
 def test_soak_table_reports_rss_growth_per_client_connection_and_the_tail() -> None:
     """16 client connections; RSS 50.0 -> 66.0 MiB (median over rounds) is 1,024 KiB each."""
     records = [
-        RunRecord(
+        _record(
+            "activator",
+            n,
+            None,
+            1000.0,
             scenario="soak",
-            target="activator",
-            round=n,
-            requests=1000,
-            requests_per_s=1000.0,
-            ok=1000,
-            failed=0,
-            p50_ms=1.0,
-            p99_ms=5.0,
             p999_ms=20.0 + n,
             max_ms=40.0 + n,
             proxy_rss_before_mib=50.0,

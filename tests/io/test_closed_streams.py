@@ -4,6 +4,7 @@ error code, and nothing without bound. Sans-I/O."""
 
 from __future__ import annotations
 
+import importlib
 from typing import Any
 
 import hpack
@@ -13,7 +14,7 @@ from hypothesis import strategies as st
 from activator.io.h2base import ClosedStreams, ProxyH2Connection
 from activator.io.h2lib import h2
 
-CLOSED_BY: Any = __import__(h2.__name__ + ".stream", fromlist=["StreamClosedBy"]).StreamClosedBy
+CLOSED_BY: Any = importlib.import_module(h2.__name__ + ".stream").StreamClosedBy
 RESETS = (CLOSED_BY.RECV_RST_STREAM, CLOSED_BY.SEND_RST_STREAM)
 ENDS = (CLOSED_BY.RECV_END_STREAM, CLOSED_BY.SEND_END_STREAM, None)
 
