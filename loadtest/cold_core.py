@@ -32,6 +32,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 if __package__ in (None, ""):
     # Run as `python3 loadtest/cold_core.py`: make the `activator` package importable.
@@ -106,6 +107,12 @@ def request_frames(count: int) -> list[bytes]:
     return frames
 
 
+def opened_stream(events: Sequence[Any]) -> int:
+    """The stream a request's HEADERS frame opened: h2's first event for it is RequestReceived."""
+    stream_id: int = events[0].stream_id
+    return stream_id
+
+
 def response_frames(count: int) -> tuple[bytes, list[bytes]]:
     """A real h2 server's SETTINGS, then `count` response HEADERS frames on streams 1, 3, 5..."""
     client = h2.connection.H2Connection(
@@ -120,8 +127,7 @@ def response_frames(count: int) -> tuple[bytes, list[bytes]]:
     settings = server.data_to_send()
     frames = []
     for frame in request_frames(count):
-        (event,) = server.receive_data(frame)[:1]
-        server.send_headers(event.stream_id, RESPONSE, end_stream=True)
+        server.send_headers(opened_stream(server.receive_data(frame)), RESPONSE, end_stream=True)
         frames.append(server.data_to_send())
     return settings, frames
 
@@ -140,7 +146,7 @@ def measure(gap: Gap, requests: int) -> list[float]:
             gap.wait(gap.seconds)
         started = time.perf_counter_ns()
         events = server.receive_data(frame)
-        server.send_headers(events[0].stream_id, RESPONSE, end_stream=True)
+        server.send_headers(opened_stream(events), RESPONSE, end_stream=True)
         server.pop_output()
         micros.append((time.perf_counter_ns() - started) / 1000)
     return micros

@@ -23,7 +23,7 @@ python3 -m pip install -q --disable-pip-version-check -e '.[test,loadtest]'
 
 python3 -m ruff check activator tests loadtest
 python3 -m ruff format --check activator tests loadtest
-python3 -m mypy activator
+python3 -m mypy activator loadtest
 
 set +e
 python3 -m pytest "$@"
