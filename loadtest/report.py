@@ -42,6 +42,9 @@ class Summary:
     grpc_calls: int = 0
     grpc_statuses: dict[str, int] = field(default_factory=dict)
     burst: dict[str, float | None] = field(default_factory=dict)
+    # p50 minus the direct run's p50 of the same round: rounds are interleaved, so the pair shares
+    # the host's state, and the spread over rounds shows how much of the figure is the host's.
+    added_p50_by_round: list[float] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
 
 
@@ -97,6 +100,21 @@ def summarize(records: Sequence[RunRecord]) -> dict[tuple[str, str], Summary]:
         bursts = [r.burst for r in runs if r.burst]
         for figure in ("put_to_first_ms", "put_to_p50_ms", "put_to_all_done_ms", "ok"):
             summary.burst[figure] = median([b.get(figure) for b in bursts])
+    direct_p50 = {
+        (r.scenario, r.round): r.p50_ms
+        for r in records
+        if r.target == "direct" and r.error is None and r.p50_ms is not None
+    }
+    for record in records:
+        reference = direct_p50.get((record.scenario, record.round))
+        if (
+            record.target != "direct"
+            and record.error is None
+            and record.p50_ms is not None
+            and reference is not None
+        ):
+            summary = summaries[(record.scenario, record.target)]
+            summary.added_p50_by_round.append(record.p50_ms - reference)
     return summaries
 
 
@@ -146,7 +164,7 @@ def scenario_table(
     soak = scenario == SOAK
     header = (
         "| target | rounds | requests/run | req/s | failed (all rounds) | p50 ms | p99 ms "
-        "| +p50 / +p99 vs direct, ms | proxy CPU us/req [min-max] | CPU vs HAProxy "
+        "| +p50 / +p99 vs direct, ms [+p50, each round's pair: min to max] | proxy CPU us/req [min-max] | CPU vs HAProxy "
         "| proxy core busy | other load on core 0 (max) |"
     )
     if grpc:
@@ -173,6 +191,9 @@ def scenario_table(
             added_p50 = _diff(s.p50_ms, direct.p50_ms)
             added_p99 = _diff(s.p99_ms, direct.p99_ms)
             added = f"{fmt(added_p50, 3)} / {fmt(added_p99, 3)}"
+            paired = s.added_p50_by_round
+            if len(paired) > 1:
+                added += f" [{fmt(min(paired), 3)} to {fmt(max(paired), 3)}]"
         cpu = "-"
         if s.cpu_us is not None:
             cpu = f"**{fmt(s.cpu_us)}** [{fmt(s.cpu_us_min)}-{fmt(s.cpu_us_max)}]"
@@ -381,6 +402,10 @@ def render_markdown(meta: dict[str, Any], records: Sequence[RunRecord], plots: l
         "saturated: then req/s is the proxy's limit). *other load on core 0* is core 0's busy "
         "time (`/proc/stat`) not used by the proxy: other people's work; a high value marks a "
         "disturbed round. Latencies come from h2load `--log-file` (successful requests only). "
+        "*+p50 / +p99 vs direct* subtracts the direct run's median figures; the bracket gives, "
+        "round by round, the target's p50 minus the direct run's p50 of the same round (rounds "
+        "are interleaved, so each pair shares the host's state): its spread is how much the "
+        "figure moves with the host. "
         "The clock tick is 10 ms, so CPU figures of runs shorter than a second are coarse."
     )
     out.append("")

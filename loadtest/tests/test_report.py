@@ -19,6 +19,7 @@ def _record(
     scenario: str = "small",
     **figures: Any,
 ) -> RunRecord:
+    latencies: dict[str, Any] = {"p50_ms": 1.0 + round_number, "p99_ms": 5.0 + round_number}
     return RunRecord(
         scenario=scenario,
         target=target,
@@ -27,10 +28,8 @@ def _record(
         requests_per_s=rps,
         ok=1000 - failed,
         failed=failed,
-        p50_ms=1.0 + round_number,
-        p99_ms=5.0 + round_number,
         proxy_cpu_us_per_request=cpu,
-        **figures,
+        **(latencies | figures),
     )
 
 
@@ -96,6 +95,30 @@ def test_table_has_ratios_to_haproxy_and_added_latency() -> None:
     assert "0.000 / 0.000" in haproxy_row  # same medians as direct in this data
     assert "3 of 3,000 (0.1%)" in haproxy_row
     assert "error in round 3: activator did not start" in table
+
+
+def test_added_p50_is_paired_with_the_direct_run_of_the_same_round() -> None:
+    """Each round's p50 minus that round's direct p50; a round that failed pairs with nothing."""
+    records = [
+        _record("direct", 1, None, 500.0, scenario="latency", p50_ms=0.10),
+        _record("direct", 2, None, 500.0, scenario="latency", p50_ms=0.30),
+        _record("direct", 3, None, 500.0, scenario="latency", p50_ms=0.20),
+        _record("activator", 1, 150.0, 500.0, scenario="latency", p50_ms=0.70),
+        _record("activator", 2, 150.0, 500.0, scenario="latency", p50_ms=0.60),
+        _record("activator", 3, 150.0, 500.0, scenario="latency", p50_ms=0.90),
+        RunRecord(scenario="latency", target="haproxy", round=1, error="did not start"),
+        _record("haproxy", 2, 30.0, 500.0, scenario="latency", p50_ms=0.50),
+    ]
+    summaries = summarize(records)
+    activator = summaries[("latency", "activator")]
+    assert sorted(round(v, 3) for v in activator.added_p50_by_round) == [0.3, 0.6, 0.7]
+    assert [round(v, 3) for v in summaries[("latency", "haproxy")].added_p50_by_round] == [0.2]
+    table = scenario_table("latency", ["direct", "haproxy", "activator"], summaries)
+    row = next(line for line in table if line.startswith("| activator |"))
+    # medians: 0.70 - 0.20 = 0.50 added; the rounds' pairs range from 0.30 to 0.70
+    assert "0.500 / 0.000 [0.300 to 0.700]" in row
+    haproxy_row = next(line for line in table if line.startswith("| haproxy |"))
+    assert "[" not in haproxy_row.split("|")[8]  # one pair is no range
 
 
 def test_skipped_target_is_marked_not_applicable() -> None:
