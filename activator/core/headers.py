@@ -6,6 +6,7 @@ arrived on. HTTP/1.1 requests are mapped to that shape at ingress so one code pa
 
 from __future__ import annotations
 
+import base64
 import re
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any, NamedTuple, cast
@@ -50,6 +51,38 @@ def malformed_field(headers: Iterable[Header]) -> str | None:
             return f"invalid field name {name!r}"
         if bad_value(value) is not None:
             return f"invalid character in the value of {name.decode('latin-1')!r}"
+    return None
+
+
+# RFC 7540 §3.2.1: HTTP2-Settings is a SETTINGS payload in base64url without padding. Six bytes per
+# setting make 8 characters, so a whole payload never needs padding.
+_BASE64URL = re.compile(rb"[A-Za-z0-9_-]*")
+# RFC 9113 §6.5.2 limits, by setting identifier: the values h2 itself would reject.
+_SETTING_RANGES: dict[int, tuple[int, int]] = {
+    0x2: (0, 1),  # ENABLE_PUSH
+    0x4: (0, 2**31 - 1),  # INITIAL_WINDOW_SIZE
+    0x5: (2**14, 2**24 - 1),  # MAX_FRAME_SIZE
+    0x8: (0, 1),  # ENABLE_CONNECT_PROTOCOL (RFC 8441)
+}
+
+
+def h2c_settings_problem(value: bytes) -> str | None:
+    """Why an HTTP2-Settings value (an h2c Upgrade's SETTINGS) cannot be applied, or None.
+
+    Checked before the upgrade is answered: once 101 is sent, a bad value can only end the
+    connection, with no word to the client about why.
+    """
+    if _BASE64URL.fullmatch(value) is None:
+        return "not base64url"
+    if len(value) % 8:
+        return f"{len(value)} characters do not make whole 6-byte settings"
+    payload = base64.urlsafe_b64decode(value)
+    for offset in range(0, len(payload), 6):
+        setting = int.from_bytes(payload[offset : offset + 2], "big")
+        number = int.from_bytes(payload[offset + 2 : offset + 6], "big")
+        allowed = _SETTING_RANGES.get(setting)
+        if allowed is not None and not allowed[0] <= number <= allowed[1]:
+            return f"setting 0x{setting:x} is {number}, outside {allowed[0]}-{allowed[1]}"
     return None
 
 

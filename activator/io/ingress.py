@@ -28,6 +28,7 @@ from activator.core.headers import (
     HeaderList,
     error_response,
     forward_request,
+    h2c_settings_problem,
     is_grpc,
     request_head,
     trailers_error,
@@ -726,6 +727,7 @@ class H1Ingress:
         expect = False
         upgrade_h2c = False
         http2_settings = b""
+        settings_fields = 0
         te_trailers = False
         body = False
         framing = b""
@@ -739,7 +741,9 @@ class H1Ingress:
             elif name == b"upgrade":
                 upgrade_h2c = b"h2c" in [t.strip().lower() for t in value.split(b",")]
             elif name == b"http2-settings":
-                http2_settings = value
+                # RFC 7540 §3.2.1: with more than one, the server MUST NOT upgrade.
+                http2_settings = b"" if settings_fields else value
+                settings_fields += 1
             elif name == b"te":
                 te_trailers = b"trailers" in value.lower()
             elif name == b"content-length":
@@ -767,6 +771,10 @@ class H1Ingress:
         # Hop-by-hop fields, and those the Connection header names, are dropped by forward_request.
         pseudo.extend((n, v) for n, v in headers if n != b"expect" and n != b"host")
         if upgrade_h2c and http2_settings and not owner.tls and not body and self.current is None:
+            problem = h2c_settings_problem(http2_settings)
+            if problem is not None:
+                self._refusal = ClientError(f"invalid HTTP2-Settings header: {problem}")
+                raise httptools.HttpParserError("invalid HTTP2-Settings")
             # RFC 7540 §3.2: answer 101 and continue as HTTP/2, this request being stream 1.
             self._upgrade = (pseudo, http2_settings)
             return

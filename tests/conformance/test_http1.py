@@ -225,6 +225,46 @@ async def test_rfc9112_3_2_missing_host_is_400(activator: ActivatorUnderTest) ->
     await _pod_saw_only_probe(activator, "/nohost")
 
 
+def _h2c_upgrade(path: bytes, *settings: bytes) -> bytes:
+    fields = b"".join(b"HTTP2-Settings: " + value + b"\r\n" for value in settings)
+    return (
+        b"GET " + path + b" HTTP/1.1\r\nHost: a\r\nConnection: Upgrade, HTTP2-Settings, close\r\n"
+        b"Upgrade: h2c\r\n" + fields + b"\r\n"
+    )
+
+
+@pytest.mark.parametrize(
+    "settings",
+    [
+        pytest.param(b"ASwD9Gc", id="not-whole-settings"),
+        pytest.param(b"AAMAAABk!AQAoAAAAAIAAAAA", id="not-base64url"),
+        pytest.param(b"AAIAAAAC", id="enable-push-2"),
+        pytest.param(b"AAUAAEAA" + b"AAUAAD__", id="max-frame-size-under-16384"),
+    ],
+)
+async def test_rfc7540_3_2_1_bad_http2_settings_is_400_before_any_upgrade(
+    activator: ActivatorUnderTest, settings: bytes
+) -> None:
+    """An h2c Upgrade whose HTTP2-Settings is not a valid SETTINGS payload in base64url (RFC 7540
+    §3.2.1, RFC 9113 §6.5.2): 400 that says so, and close - not 101 followed by a dropped
+    connection; the pod never sees the request."""
+    responses = await _exchange(activator, _h2c_upgrade(b"/bad-settings", settings))
+    assert [r.status for r in responses] == [400]
+    assert b"HTTP2-Settings" in responses[0].body, responses[0].body
+    await _pod_saw_only_probe(activator, "/bad-settings")
+
+
+async def test_rfc7540_3_2_1_two_http2_settings_fields_are_not_upgraded(
+    activator: ActivatorUnderTest,
+) -> None:
+    """Two HTTP2-Settings fields: the server MUST NOT upgrade (RFC 7540 §3.2.1), so the request is
+    answered over HTTP/1.1."""
+    valid = b"AAMAAABkAAQAoAAAAAIAAAAA"
+    responses = await _exchange(activator, _h2c_upgrade(b"/h2c-twice", valid, valid))
+    assert [r.status for r in responses] == [200]
+    assert "/h2c-twice" in [record.path for record in activator.pod.stats.log]
+
+
 async def test_rfc9112_9_3_2_pipelined_requests_are_answered_in_order(
     activator: ActivatorUnderTest,
 ) -> None:

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import base64
+import struct
+
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -10,6 +13,7 @@ from activator.core.headers import (
     error_response,
     forward_request,
     forward_response,
+    h2c_settings_problem,
     is_grpc,
 )
 
@@ -126,3 +130,61 @@ def test_an_error_answer_to_head_keeps_the_fields_and_drops_the_body() -> None:
     get = error_response(404, "no service", grpc_status=None)
     head = error_response(404, "no service", grpc_status=None, head=True)
     assert head == (get[0], b"")
+
+
+# RFC 9113 §6.5.2 bounds the test states independently of the module's table.
+_BOUNDS = {0x2: (0, 1), 0x4: (0, 2**31 - 1), 0x5: (16384, 16777215), 0x8: (0, 1)}
+
+
+def _settings_value(pairs: list[tuple[int, int]]) -> bytes:
+    payload = b"".join(struct.pack(">HL", setting, number) for setting, number in pairs)
+    return base64.urlsafe_b64encode(payload)
+
+
+@given(
+    st.lists(
+        st.tuples(
+            st.sampled_from([0x1, 0x2, 0x3, 0x4, 0x5, 0x6, 0x8, 0x9, 0xFFFF]),
+            st.one_of(
+                st.integers(0, 2**32 - 1),
+                st.sampled_from([0, 1, 2, 16383, 16384, 2**24 - 1, 2**24, 2**31 - 1, 2**31]),
+            ),
+        ),
+        max_size=8,
+    )
+)
+def test_h2c_settings_are_checked_against_rfc9113_bounds(pairs: list[tuple[int, int]]) -> None:
+    """A valid payload passes; one value out of its RFC 9113 §6.5.2 range is named. Unknown
+    settings are ignored (§6.5.2: MUST ignore)."""
+    problem = h2c_settings_problem(_settings_value(pairs))
+    out_of_range = [
+        (s, n) for s, n in pairs if s in _BOUNDS and not _BOUNDS[s][0] <= n <= _BOUNDS[s][1]
+    ]
+    if out_of_range:
+        assert problem is not None
+        setting, number = out_of_range[0]
+        assert f"0x{setting:x} is {number}" in problem
+    else:
+        assert problem is None
+
+
+_BASE64URL_TEXT = st.text(
+    alphabet="ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_=+/", max_size=64
+).map(str.encode)
+
+
+@given(st.one_of(st.binary(max_size=64), _BASE64URL_TEXT))
+def test_h2c_settings_problem_never_raises_and_rejects_what_is_not_whole_settings(
+    value: bytes,
+) -> None:
+    problem = h2c_settings_problem(value)
+    if problem is None:
+        assert len(value) % 8 == 0
+        assert len(base64.urlsafe_b64decode(value)) % 6 == 0
+
+
+def test_h2c_settings_problem_names_the_fault() -> None:
+    assert h2c_settings_problem(b"AAMAAABkAAQAoAAAAAIAAAAA") is None  # what curl sends
+    assert h2c_settings_problem(b"") is None  # no settings: all defaults
+    assert h2c_settings_problem(b"AAMAAABk=") == "not base64url"  # padding never fits 6n bytes
+    assert h2c_settings_problem(b"AAMAAAB") == "7 characters do not make whole 6-byte settings"
