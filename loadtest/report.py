@@ -164,8 +164,9 @@ def scenario_table(
     soak = scenario == SOAK
     header = (
         "| target | rounds | requests/run | req/s | failed (all rounds) | p50 ms | p99 ms "
-        "| +p50 / +p99 vs direct, ms [+p50, each round's pair: min to max] | proxy CPU us/req [min-max] | CPU vs HAProxy "
-        "| proxy core busy | other load on core 0 (max) |"
+        "| +p50 / +p99 vs direct, ms [+p50, each round's pair: min to max] "
+        "| proxy CPU us/req [min-max] | CPU vs HAProxy | proxy core busy "
+        "| other load on core 0 (max) |"
     )
     if grpc:
         header += " grpc-status 0 (grpcio probe) |"
