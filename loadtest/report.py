@@ -63,6 +63,11 @@ def summarize(records: Sequence[RunRecord]) -> dict[tuple[str, str], Summary]:
         if record.error is not None:
             summary.errors.append(f"round {record.round}: {record.error}")
         summary.notes.extend(record.notes)
+    direct_p50 = {
+        (r.scenario, r.round): r.p50_ms
+        for r in records
+        if r.target == "direct" and r.error is None and r.p50_ms is not None
+    }
     for (scenario, target), summary in summaries.items():
         runs = [
             r
@@ -79,6 +84,12 @@ def summarize(records: Sequence[RunRecord]) -> dict[tuple[str, str], Summary]:
         summary.status_5xx_total = sum(r.status_5xx or 0 for r in runs)
         summary.requests_total = sum(r.requests or 0 for r in runs)
         summary.p50_ms = median([r.p50_ms for r in runs])
+        if target != "direct":
+            summary.added_p50_by_round = [
+                r.p50_ms - direct_p50[(scenario, r.round)]
+                for r in runs
+                if r.error is None and r.p50_ms is not None and (scenario, r.round) in direct_p50
+            ]
         summary.p99_ms = median([r.p99_ms for r in runs])
         summary.p999_ms = median([r.p999_ms for r in runs])
         summary.max_ms = median([r.max_ms for r in runs])
@@ -100,21 +111,6 @@ def summarize(records: Sequence[RunRecord]) -> dict[tuple[str, str], Summary]:
         bursts = [r.burst for r in runs if r.burst]
         for figure in ("put_to_first_ms", "put_to_p50_ms", "put_to_all_done_ms", "ok"):
             summary.burst[figure] = median([b.get(figure) for b in bursts])
-    direct_p50 = {
-        (r.scenario, r.round): r.p50_ms
-        for r in records
-        if r.target == "direct" and r.error is None and r.p50_ms is not None
-    }
-    for record in records:
-        reference = direct_p50.get((record.scenario, record.round))
-        if (
-            record.target != "direct"
-            and record.error is None
-            and record.p50_ms is not None
-            and reference is not None
-        ):
-            summary = summaries[(record.scenario, record.target)]
-            summary.added_p50_by_round.append(record.p50_ms - reference)
     return summaries
 
 
